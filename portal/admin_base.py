@@ -1,0 +1,70 @@
+"""The base ModelAdmin: every admin page goes through the permission layer."""
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import Http404
+
+from portal.forms import SecretsKeptForm
+from rbac import access
+
+
+class PortalModelAdmin(admin.ModelAdmin):
+    """Querysets, buttons and related-object choices all come from :mod:`rbac.access`.
+
+    Objects a user may not see answer 404, like the API.
+    """
+
+    form = SecretsKeptForm
+
+    def get_queryset(self, request):
+        return access.restrict(super().get_queryset(request), request.user, "view")
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        if obj is None:
+            return request.user.is_active
+        return access.can(request.user, "view", obj)
+
+    def has_add_permission(self, request) -> bool:
+        return access.may_add_somewhere(request.user, self.model)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if obj is None:
+            return access.restrict(self.model._default_manager.all(), request.user, "change").exists()
+        return access.can(request.user, "change", obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is None:
+            return access.restrict(self.model._default_manager.all(), request.user, "delete").exists()
+        return access.can(request.user, "delete", obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if field is not None and hasattr(field, "queryset"):
+            field.queryset = self._restrict_choices(field.queryset, request)
+        return field
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        field = super().formfield_for_manytomany(db_field, request, **kwargs)
+        if field is not None and hasattr(field, "queryset"):
+            field.queryset = self._restrict_choices(field.queryset, request)
+        return field
+
+    @staticmethod
+    def _restrict_choices(queryset, request):
+        try:
+            access.rule_for(queryset.model)
+        except LookupError:
+            # Models outside the tenancy tree (content types, ...) are offered only to admins.
+            return queryset if access.grants_for(request.user).is_admin() else queryset.none()
+        return access.restrict(queryset, request.user, "view")
+
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        raise Http404(f"No {opts.verbose_name} with id {object_id} that you may see.")
+
+    def save_model(self, request, obj, form, change):
+        if not change and hasattr(obj, "created_by_id") and obj.created_by_id is None:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)

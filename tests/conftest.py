@@ -1,0 +1,70 @@
+"""Shared fixtures: users, API clients, a real RQ worker process, and in-process job running."""
+from __future__ import annotations
+
+import django_rq
+import pytest
+from rest_framework.test import APIClient
+
+from tests.helpers import WorkerProcess
+
+
+@pytest.fixture
+def clean_queues():
+    """Empty the job queues; the test command points REDIS_URL at a Redis database of its own."""
+    conn = django_rq.get_connection("default")
+    for key in conn.scan_iter("rq:*"):
+        if not key.startswith(b"rq:worker") and not key.startswith(b"rq:workers"):
+            conn.delete(key)
+    yield
+
+
+@pytest.fixture
+def rq_worker(transactional_db, clean_queues, tmp_path):
+    worker = WorkerProcess(tmp_path / "rqworker.log").start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def run_jobs():
+    """Run every queued job in this process, as a worker would (fast path for most tests)."""
+    from portal.jobs import execute
+    from portal.models import Job
+
+    def run() -> list[Job]:
+        ran = []
+        while True:
+            queued = list(Job.objects.filter(status=Job.Status.QUEUED).order_by("created_at"))
+            if not queued:
+                return ran
+            for job in queued:
+                execute(str(job.pk))
+                job.refresh_from_db()
+                ran.append(job)
+
+    return run
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-123")
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str, **kwargs):
+        return django_user_model.objects.create_user(username, f"{username}@example.com", "pw-123456", **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def admin_api(admin_user):
+    client = APIClient()
+    client.force_login(admin_user)
+    return client
