@@ -4,7 +4,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import Http404
 
-from portal.forms import SecretsKeptForm
+from portal.crypto import EncryptedTextField
+from portal.forms import SecretsKeptForm, SecretWidget
 from rbac import access
 
 
@@ -15,6 +16,7 @@ class PortalModelAdmin(admin.ModelAdmin):
     """
 
     form = SecretsKeptForm
+    formfield_overrides = {EncryptedTextField: {"widget": SecretWidget}}
 
     def get_queryset(self, request):
         return access.restrict(super().get_queryset(request), request.user, "view")

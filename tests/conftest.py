@@ -26,8 +26,9 @@ def rq_worker(transactional_db, clean_queues, tmp_path):
 
 
 @pytest.fixture
-def run_jobs():
+def run_jobs(settings):
     """Run every queued job in this process, as a worker would (fast path for most tests)."""
+    settings.JOB_HEARTBEAT_SECONDS = 0  # the test's open transaction would block a heartbeat thread
     from portal.jobs import execute
     from portal.models import Job
 

@@ -28,7 +28,7 @@ class ApiTokenSerializer(PortalSerializer):
 
 
 class ApiTokenViewSet(PortalCreateReadDeleteViewSet):
-    queryset = ApiToken.objects.select_related("user")
+    queryset = ApiToken.objects.select_related("user").order_by("-created_at")
     serializer_class = ApiTokenSerializer
     ordering_fields = ["created_at", "last_used_at"]
 

@@ -151,13 +151,15 @@ def _finish(job: Job, status: str, *, error: str = "", result: Any = None) -> No
 
 def execute(job_id: str) -> str:
     """RQ entry point: claim the row, run its runner, record the outcome."""
-    close_old_connections()
+    if not connection.in_atomic_block:  # a forked work horse must not reuse its parent's connection
+        close_old_connections()
     job = _claim(job_id)
     if job is None:
         return "skipped"
     runner = get_runner(job.kind)(job)
-    heartbeat = _Heartbeat(job.pk)
-    heartbeat.start()
+    heartbeat = _Heartbeat(job.pk) if settings.JOB_HEARTBEAT_SECONDS > 0 else None
+    if heartbeat:
+        heartbeat.start()
     try:
         if job.attempts > 1:
             runner.log(f"Resuming (attempt {job.attempts})")
@@ -174,6 +176,8 @@ def execute(job_id: str) -> str:
     else:
         _finish(job, Job.Status.SUCCEEDED, result=result)
     finally:
-        heartbeat.stop()
-        close_old_connections()
+        if heartbeat:
+            heartbeat.stop()
+        if not connection.in_atomic_block:
+            close_old_connections()
     return Job.objects.values_list("status", flat=True).get(pk=job.pk)
