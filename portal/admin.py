@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from portal import jobs
 from portal.admin_base import PortalModelAdmin
 from portal.jobs.control import JobStateError, is_resumable
-from portal.models import ApiToken, Job, JobLogLine
+from portal.models import ApiToken, AuditEvent, Job, JobLogLine
 from rbac import access
 
 STATUS_COLOURS = {
@@ -146,3 +146,20 @@ class ApiTokenAdmin(PortalModelAdmin):
         token, raw = ApiToken.issue(obj.user, description=obj.description, expires_at=obj.expires_at)
         obj.pk = token.pk
         messages.warning(request, f"Copy this token now; it will not be shown again: {raw}")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(PortalModelAdmin):
+    list_display = ["at", "username", "action", "object_type", "object_repr", "cluster", "source_ip"]
+    list_filter = ["action", "object_type", "cluster"]
+    search_fields = ["username", "object_repr", "message", "object_id"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

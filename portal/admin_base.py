@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import Http404
 
+from portal import audit
 from portal.crypto import EncryptedTextField
 from portal.forms import SecretsKeptForm, SecretWidget
 from rbac import access
@@ -69,4 +70,26 @@ class PortalModelAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if not change and hasattr(obj, "created_by_id") and obj.created_by_id is None:
             obj.created_by = request.user
+        before = audit.snapshot(type(obj)._default_manager.get(pk=obj.pk)) if change else None
         super().save_model(request, obj, form, change)
+        audit.record("update" if change else "create", obj, changes=audit.diff(before, audit.snapshot(obj)))
+
+    def delete_model(self, request, obj):
+        audit.record("delete", obj, changes=audit.diff(audit.snapshot(obj), None))
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            audit.record("delete", obj, changes=audit.diff(audit.snapshot(obj), None))
+        super().delete_queryset(request, queryset)
+
+    def save_related(self, request, form, formsets, change):
+        """Inline rows are audited like top-level objects."""
+        super().save_related(request, form, formsets, change)
+        for formset in formsets:
+            for obj in formset.new_objects:
+                audit.record("create", obj, changes=audit.diff(None, audit.snapshot(obj)))
+            for obj, fields in formset.changed_objects:
+                audit.record("update", obj, message=f"changed {', '.join(fields)}")
+            for obj in formset.deleted_objects:
+                audit.record("delete", obj)

@@ -128,3 +128,28 @@ class ApiToken(models.Model):
     @property
     def is_expired(self) -> bool:
         return bool(self.expires_at and self.expires_at <= timezone.now())
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, from where. Written in the same transaction as the change it describes."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted")
+    action = models.CharField(max_length=32, db_index=True)
+    object_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    cluster = models.ForeignKey(
+        "clusters.Cluster", null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    changes = models.JSONField(default=dict, blank=True, help_text="field: [before, after], secrets masked")
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username or 'system'} {self.action} {self.object_repr}"

@@ -13,7 +13,7 @@ class RbacConfig(AppConfig):
 
         post_migrate.connect(sync_builtin_roles, sender=self)
 
-        from portal.models import ApiToken, Job
+        from portal.models import ApiToken, AuditEvent, Job
         from rbac import access, models
 
         rule = access.Rule
@@ -30,6 +30,7 @@ class RbacConfig(AppConfig):
         access.register(
             Job, rule("job", cluster_path="cluster", owner_path="created_by", owner_actions=("view", "cancel", "resume"))
         )
+        access.register(AuditEvent, rule("auditlog", cluster_path="cluster", owner_path="user"))
         access.register(
             ApiToken, rule("apitoken", owner_path="user", owner_actions=("view", "delete"))
         )

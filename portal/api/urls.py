@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import APIRootView, DefaultRouter
 
+from portal.api.auditlog import AuditEventViewSet
 from portal.api.jobs import JobViewSet
 from portal.api.tokens import ApiTokenViewSet
 
@@ -20,6 +21,7 @@ class Router(DefaultRouter):
 router = Router()
 router.register("jobs", JobViewSet, basename="job")
 router.register("tokens", ApiTokenViewSet, basename="apitoken")
+router.register("auditlog", AuditEventViewSet, basename="auditevent")
 
 app_name = "api"
 

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 from rq.job import Job as RQJob
 
+from portal import audit
 from portal.jobs.runner import get_runner
 from portal.models import Job, JobLogLine
 
@@ -30,12 +31,14 @@ def cancel(job: Job, user=None) -> Job:
             job.progress_message = "Cancelling…"
             job.save(update_fields=["cancel_requested", "progress_message"])
             JobLogLine.objects.create(job=job, message=f"Cancellation requested{who}")
+            audit.record("cancel", job, user=user)
             return job
         job.status = Job.Status.CANCELLED
         job.cancel_requested = True
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "cancel_requested", "finished_at"])
         JobLogLine.objects.create(job=job, message=f"Cancelled{who} before it ran")
+        audit.record("cancel", job, user=user)
         transaction.on_commit(lambda: _drop_rq_job(job))
     return job
 
@@ -74,5 +77,6 @@ def resume(job: Job, user=None) -> Job:
         job.save(update_fields=["status", "cancel_requested", "finished_at", "progress_message"])
         who = f" by {user}" if user is not None and getattr(user, "is_authenticated", False) else ""
         JobLogLine.objects.create(job=job, message=f"Resume requested{who}")
+        audit.record("resume", job, user=user)
         transaction.on_commit(lambda: push(job))
     return job
