@@ -163,3 +163,63 @@ class AuditEventAdmin(PortalModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class AdminOnlyMixin:
+    """For third-party admin pages (accounts, RQ dashboard): only Corral admins may open them."""
+
+    def _is_admin(self, request) -> bool:
+        return access.grants_for(request.user).is_admin()
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        return qs if self._is_admin(request) else qs.none()
+
+    def has_module_permission(self, request) -> bool:
+        return self._is_admin(request)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self._is_admin(request)
+
+    def has_add_permission(self, request, *args) -> bool:
+        return self._is_admin(request) and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self._is_admin(request)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._is_admin(request)
+
+
+def _guard_third_party_admin() -> None:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.admin import UserAdmin
+    from django.contrib.auth.models import Group as DjangoGroup
+
+    site = admin.site
+    if site.is_registered(DjangoGroup):
+        site.unregister(DjangoGroup)  # Corral's groups live in rbac
+    User = get_user_model()
+    if site.is_registered(User):
+        site.unregister(User)
+
+    @admin.register(User)
+    class CorralUserAdmin(UserAdmin, PortalModelAdmin):
+        list_display = ["username", "email", "first_name", "last_name", "is_active", "is_superuser", "last_login"]
+        list_filter = ["is_active", "is_superuser"]
+        filter_horizontal = []
+        fieldsets = [
+            (None, {"fields": ["username", "password"]}),
+            ("Personal info", {"fields": ["first_name", "last_name", "email"]}),
+            ("Status", {"fields": ["is_active", "is_superuser", "last_login", "date_joined"]}),
+        ]
+        readonly_fields = ["last_login", "date_joined"]
+
+    for model, model_admin in list(site._registry.items()):
+        if isinstance(model_admin, PortalModelAdmin) or model._meta.app_label in ("portal", "rbac"):
+            continue
+        site.unregister(model)
+        site.register(model, type(f"Guarded{type(model_admin).__name__}", (AdminOnlyMixin, type(model_admin)), {}))
+
+
+_guard_third_party_admin()

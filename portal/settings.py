@@ -169,3 +169,5 @@ JOB_RETENTION_DAYS = int(os.environ.get("CORRAL_JOB_RETENTION_DAYS", "30"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so RQ worker processes started by the tests share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_corral.sqlite3")}
+# Global role every new user gets ("user", "user-base", or "" for none).
+DEFAULT_GLOBAL_ROLE = os.environ.get("CORRAL_DEFAULT_GLOBAL_ROLE", "user")

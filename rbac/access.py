@@ -171,7 +171,7 @@ def can(user, action: str, obj: Model) -> bool:
     if grants.is_admin():
         return True
     try:
-        rule = rule_for(type(obj))
+        rule = rule_for(obj.__class__)
     except LookupError:
         return False
     perm = f"{rule.resource}.{action}"

@@ -12,6 +12,11 @@ class RbacConfig(AppConfig):
         from rbac.builtin import sync_builtin_roles
 
         post_migrate.connect(sync_builtin_roles, sender=self)
+        from django.db.models.signals import post_save
+
+        from rbac.builtin import bind_default_role
+
+        post_save.connect(bind_default_role, sender=get_user_model(), dispatch_uid="corral_default_role")
 
         from portal.models import ApiToken, AuditEvent, Job
         from rbac import access, models

@@ -86,6 +86,7 @@ class GlobalRoleBinding(Binding):
     role = models.ForeignKey(GlobalRole, on_delete=models.CASCADE, related_name="bindings")
 
     class Meta:
+        ordering = ["id"]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False),
@@ -105,6 +106,7 @@ class ClusterRoleBinding(Binding):
     )
 
     class Meta:
+        ordering = ["id"]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False),
@@ -129,6 +131,7 @@ class ProjectRoleBinding(Binding):
     )
 
     class Meta:
+        ordering = ["id"]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False),

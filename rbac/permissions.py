@@ -54,7 +54,8 @@ BUILTIN_GLOBAL_ROLES: dict[str, tuple[str, list[str]]] = {
     ),
     "user": (
         "May create clusters and use global catalogs; sees only what they are bound to",
-        ["cluster.add", "catalog.view", "scanprofile.view", "roletemplate.view", "group.view", "apitoken.*"],
+        ["cluster.add", "catalog.view", "scanprofile.view", "roletemplate.view", "globalrole.view", "group.view",
+         "user.view", "apitoken.*"],
     ),
     "user-base": ("May log in and nothing else until bound to a cluster or project", ["apitoken.*"]),
 }
