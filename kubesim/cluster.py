@@ -1,0 +1,342 @@
+"""One simulated cluster: its store, API server, node runtimes and controllers."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from . import errors
+from .apiserver import ApiServer
+from .discovery import TypeIndex
+from .loop import Loop, Timer
+from .resources import ResourceType, crd_resource_type, parse_version
+from .store import Store
+from .util import dig, new_uid, now_iso
+
+QUIET_KEYS = {"leases.coordination.k8s.io", "events", "configmaps", "secrets", "endpoints"}
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Simulated durations in seconds (before `time_scale`); real defaults in comments."""
+
+    pod_start: float = 2.0  # image pull + container start
+    pod_stop: float = 1.0  # kubelet kill time (capped by the grace period)
+    job_run: float = 3.0  # how long a Job's pod runs before it succeeds
+    heartbeat: float = 10.0  # kubelet nodeLeaseRenewInterval (10s)
+    node_status: float = 60.0  # kubelet nodeStatusReportFrequency (5m)
+    node_grace: float = 40.0  # node-monitor-grace-period (40s)
+    eviction_timeout: float = 300.0  # default tolerationSeconds for not-ready/unreachable (300s)
+    upgrade_down: float = 10.0  # a node is NotReady this long while its Kubernetes is replaced
+    drain_timeout: float = 0.0  # SUC drain timeout when a Plan sets none (0 = wait forever)
+
+    def scaled(self, scale: float) -> Timings:
+        return replace(self, **{f.name: getattr(self, f.name) * scale for f in fields(self)})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, base: Timings | None = None) -> Timings:
+        base = base or cls()
+        names = {f.name for f in fields(cls)}
+        extra = set(data or {}) - names
+        if extra:
+            raise ValueError(f"unknown timing(s): {', '.join(sorted(extra))}")
+        return replace(base, **{k: float(v) for k, v in (data or {}).items()})
+
+
+@dataclass
+class NodeRuntime:
+    """What runs on a machine, outside the API: the kubelet's real version and health."""
+
+    name: str
+    roles: tuple[str, ...]
+    version: str
+    ip: str
+    up: bool = True  # kubelet running and reachable
+    upgrading: bool = False
+    fail_upgrade: bool = False  # control API: the next upgrade never comes back
+    failed: bool = False
+    last_status: float = 0.0
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+class Cluster:
+    def __init__(self, name: str, kind: str, version: str, loop: Loop, timings: Timings, *,
+                 token: str | None = None, base_path: str = "", watch_cache_size: int = 100,
+                 server_url: str = "") -> None:
+        parse_version(version)
+        self.name = name
+        self.kind = kind
+        self.initial_version = version
+        self.loop = loop
+        self.timings = timings
+        self.token = token or secrets.token_urlsafe(24)
+        self.old_tokens: set[str] = set()
+        self.base_path = base_path
+        self.server_url = server_url
+        self.online = True
+        self.store = Store(watch_cache_size)
+        self.api = ApiServer(self)
+        self.nodes: dict[str, NodeRuntime] = {}
+        self.history: deque[dict[str, Any]] = deque(maxlen=2000)
+        self.record_events = True
+        self.quiet = False
+        self._crd_types: list[ResourceType] = []
+        self._crd_gen = 0
+        self.time_scale = 1.0
+        self.bootstrapping = False
+        self._types: TypeIndex | None = None
+        self._types_key: tuple[Any, ...] = ()
+        self._kick: Timer | None = None
+        self._timers: list[Timer] = []
+        self._event_names: dict[tuple[str, str, str, str], str] = {}
+        self.uid = new_uid()
+        self.lock = self.store.lock
+        self._version_cache: str = version
+        self._reconciling = False
+        from .controllers import ControllerManager
+
+        self.controllers = ControllerManager(self)
+
+    # ------------------------------------------------------------------ version
+    @property
+    def version(self) -> str:
+        """The API server's version: the oldest control-plane node's, as when the
+        last apiserver replica is upgraded the answer changes."""
+        return self._version_cache
+
+    def refresh_version(self) -> None:
+        cp = [n.version for n in self.nodes.values() if {"controlplane", "master", "server"} & set(n.roles)]
+        if cp:
+            self._version_cache = min(cp, key=lambda v: parse_version(v)[:3])
+
+    @property
+    def minor(self) -> int:
+        return parse_version(self.version)[1]
+
+    def version_info(self) -> dict[str, Any]:
+        major, minor, _, _ = parse_version(self.version)
+        go = {15: "go1.12.17", 16: "go1.13.9", 17: "go1.13.8", 18: "go1.13.15", 19: "go1.15.15", 20: "go1.15.15"}
+        return {
+            "major": str(major),
+            "minor": str(minor),
+            "gitVersion": self.version,
+            "gitCommit": "0000000000000000000000000000000000000000",
+            "gitTreeState": "clean",
+            "buildDate": "2020-03-12T21:00:06Z",
+            "goVersion": go.get(minor, "go1.22.5"),
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        }
+
+    def server_address(self) -> str:
+        return self.server_url.split("://", 1)[-1].split("/", 1)[0] if self.server_url else "127.0.0.1:6443"
+
+    def types(self) -> TypeIndex:
+        key = (self.minor, self._crd_gen)
+        if self._types is None or key != self._types_key:
+            self._types = TypeIndex(self.minor, self._crd_types)
+            self._types_key = key
+        return self._types
+
+    def rt(self, key: str) -> ResourceType:
+        return self.types().by_key[key]
+
+    # ------------------------------------------------------------------ auth
+    def authorize(self, header: str | None) -> bool:
+        if not header or not header.startswith("Bearer "):
+            return False
+        return secrets.compare_digest(header[7:].strip(), self.token)
+
+    def rotate_token(self, new: str | None = None) -> str:
+        self.old_tokens.add(self.token)
+        self.token = new or secrets.token_urlsafe(24)
+        self.log("token", "token rotated; the old token is revoked")
+        return self.token
+
+    # ------------------------------------------------------------------ hooks from the API server
+    def on_create(self, rt: ResourceType, obj: dict[str, Any]) -> None:
+        if rt.kind == "Service":
+            spec = obj["spec"]
+            if spec.get("type") != "ExternalName" and not spec.get("clusterIP"):
+                n = self.store.count("services") + 10
+                spec["clusterIP"] = f"10.43.{(n // 250) % 250}.{n % 250 + 1}"
+        elif rt.kind == "CustomResourceDefinition":
+            self._crd_status(obj)
+
+    def on_update(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> None:
+        if rt.kind == "CustomResourceDefinition":
+            self._crd_status(new)
+
+    def _crd_status(self, crd: dict[str, Any]) -> None:
+        names = dict(dig(crd, "spec", "names", default={}) or {})
+        st = crd.setdefault("status", {})
+        st["acceptedNames"] = names
+        st["storedVersions"] = [v["name"] for v in dig(crd, "spec", "versions", default=[]) if v.get("storage")] or \
+            ([crd["spec"]["version"]] if dig(crd, "spec", "version") else [])
+        now = now_iso()
+        st["conditions"] = [
+            {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now, "reason": "NoConflicts",
+             "message": "no conflicts found"},
+            {"type": "Established", "status": "True", "lastTransitionTime": now, "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted"},
+        ]
+
+    def after_write(self, rt: ResourceType, obj: dict[str, Any], event: str) -> None:
+        if rt.kind == "CustomResourceDefinition":
+            self._reload_crds()
+            if event == "DELETED":
+                crt = crd_resource_type(obj)
+                if crt:
+                    for (ns, name), _ in self.store.entries(crt.key):
+                        self.store.remove(crt.key, ns, name)
+        if self.quiet or rt.key in QUIET_KEYS:
+            return
+        self.kick()
+
+    def _reload_crds(self) -> None:
+        types = []
+        for crd in self.store.objects("customresourcedefinitions.apiextensions.k8s.io"):
+            rt = crd_resource_type(crd)
+            if rt and not dig(crd, "metadata", "deletionTimestamp"):
+                types.append(rt)
+        self._crd_types = types
+        self._crd_gen += 1
+
+    # ------------------------------------------------------------------ controllers
+    def kick(self, delay: float = 0.005) -> None:
+        """Ask for a reconcile soon; many writes coalesce into one pass."""
+        if self._kick is None and not self._reconciling:
+            self._kick = self.loop.call_later(delay, self._reconcile)
+        elif self._reconciling:
+            self._again = True
+
+    _again = False
+
+    def _reconcile(self) -> None:
+        self._kick = None
+        if not self.online:
+            self.kick(0.5)
+            return
+        with self.lock:
+            self._reconciling = True
+            try:
+                for _ in range(20):
+                    self._again = False
+                    self.controllers.reconcile()
+                    if not self._again:
+                        break
+            finally:
+                self._reconciling = False
+        if self._again:
+            self._again = False
+            self.kick()
+
+    def later(self, delay: float, fn: Any) -> Timer:
+        """Run `fn` on the loop thread with the cluster lock held."""
+
+        def run() -> None:
+            with self.lock:
+                fn()
+
+        t = self.loop.call_later(delay, run)
+        self._timers.append(t)
+        if len(self._timers) > 256:
+            self._timers = [x for x in self._timers if not x.cancelled and x.when > time.monotonic()]
+        return t
+
+    def stop(self) -> None:
+        for t in self._timers:
+            t.cancel()
+        if self._kick:
+            self._kick.cancel()
+        self.controllers.stop()
+
+    # ------------------------------------------------------------------ events and history
+    def log(self, kind: str, message: str, **extra: Any) -> None:
+        """Control-plane history the control API exposes (not Kubernetes Events)."""
+        self.history.append({"time": now_iso(), "type": kind, "message": message, **extra})
+
+    def event(self, obj: dict[str, Any], etype: str, reason: str, message: str, component: str,
+              host: str = "") -> None:
+        """Record a core/v1 Event about `obj`, aggregating repeats like the event recorder."""
+        if not self.record_events:
+            return
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace") or "default"
+        key = (meta.get("uid", ""), reason, message, component)
+        now = now_iso()
+        rt = self.rt("events")
+        with self.lock:
+            name = self._event_names.get(key)
+            existing = self.store.get("events", ns, name) if name else None
+            if existing:
+                existing["count"] = existing.get("count", 1) + 1
+                existing["lastTimestamp"] = now
+                self.store.put("events", existing, rt.field_getter)
+                return
+            name = f"{meta.get('name', 'unknown')}.{time.time_ns():x}"
+            if len(self._event_names) > 5000:
+                self._event_names.clear()
+            self._event_names[key] = name
+            ev = {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": ns, "uid": new_uid(), "creationTimestamp": now},
+                "involvedObject": {"kind": obj.get("kind", ""), "namespace": meta.get("namespace", ""),
+                                   "name": meta.get("name", ""), "uid": meta.get("uid", ""),
+                                   "apiVersion": obj.get("apiVersion", ""),
+                                   "resourceVersion": meta.get("resourceVersion", "")},
+                "reason": reason, "message": message,
+                "source": {"component": component, **({"host": host} if host else {})},
+                "firstTimestamp": now, "lastTimestamp": now, "count": 1, "type": etype,
+                "eventTime": None, "reportingComponent": "", "reportingInstance": "",
+            }
+            if not meta.get("namespace"):
+                ev["involvedObject"].pop("namespace")
+            self.store.put("events", ev, rt.field_getter)
+            if self.store.count("events") > 3000:
+                oldest = sorted(self.store.entries("events"), key=lambda kv: kv[1].rv)[:500]
+                for (ens, ename), _ in oldest:
+                    self.store.remove("events", ens, ename)
+
+    # ------------------------------------------------------------------ garbage collection helpers
+    def orphan_dependents(self, uid: str) -> None:
+        for key in list(self.store.keys()):
+            rt = self.types().by_key.get(key)
+            if rt is None:
+                continue
+            for (ns, name), e in self.store.entries(key):
+                if uid.encode() not in e.data:
+                    continue
+                obj = e.obj()
+                refs = [r for r in obj["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
+                if refs != obj["metadata"].get("ownerReferences"):
+                    obj["metadata"]["ownerReferences"] = refs
+                    if not refs:
+                        del obj["metadata"]["ownerReferences"]
+                    self.api._write_update(rt, e.obj(), e, obj, None)
+
+    # ------------------------------------------------------------------ eviction
+    def evict(self, ns: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        from .controllers.disruption import evict
+
+        return evict(self, ns, name, body)
+
+    def on_restore(self) -> None:
+        """After an etcd restore: reload CRDs, let kubelets re-register and controllers converge."""
+        self._reload_crds()
+        self._event_names.clear()
+        kub = self.controllers.kubelets
+        kub._lease_meta.clear()
+        kub._observed.clear()
+        for rt in self.nodes.values():
+            if rt.up and not rt.upgrading and self.store.entry("nodes", "", rt.name) is None:
+                kub.register(rt)
+            rt.last_status = 0.0
+        self.kick()
+
+    def require_online(self) -> None:
+        if not self.online:
+            raise errors.service_unavailable("the cluster is offline")

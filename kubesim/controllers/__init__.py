@@ -1,0 +1,137 @@
+"""Controllers of one cluster, run level-triggered on the fleet's loop thread.
+
+Each pass reads the store, compares with the desired state and writes through
+the API server (so clients see ordinary watch events).  Reads within one pass
+share decoded objects; controllers must fetch a fresh copy before changing one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import errors
+from ..util import dig
+
+if TYPE_CHECKING:
+    from ..cluster import Cluster
+
+
+class ControllerManager:
+    def __init__(self, cluster: Cluster) -> None:
+        from . import disruption, kubelet, scheduler, upgrades, workloads
+
+        self.cluster = cluster
+        self._cache: dict[str, list[dict[str, Any]]] = {}
+        self.kubelets = kubelet.Kubelets(cluster)
+        self.steps = [
+            workloads.namespaces,
+            workloads.garbage_collect,
+            workloads.deployments,
+            workloads.replicasets,
+            workloads.daemonsets,
+            workloads.statefulsets,
+            workloads.jobs,
+            disruption.pdb_status,
+            scheduler.schedule,
+            self.kubelets.sync_pods,
+            upgrades.node_agent,
+            upgrades.system_upgrade_controller,
+            workloads.endpoints,
+        ]
+        cluster.store.listeners.append(self._invalidate)
+
+    def _invalidate(self, key: str, _type: str, _obj: dict[str, Any]) -> None:
+        self._cache.pop(key, None)
+
+    def objs(self, key: str, ns: str | None = None) -> list[dict[str, Any]]:
+        """Decoded objects of `key` for this pass: read-only."""
+        got = self._cache.get(key)
+        if got is None:
+            got = self._cache[key] = [e.obj() for _, e in self.cluster.store.entries(key)]
+        if ns is None:
+            return got
+        return [o for o in got if o["metadata"].get("namespace") == ns]
+
+    def reconcile(self) -> None:
+        try:
+            for step in self.steps:
+                step(self.cluster, self)
+        finally:
+            self._cache.clear()
+
+    def start(self) -> None:
+        self.kubelets.start()
+
+    def stop(self) -> None:
+        self.kubelets.stop()
+
+    # -- write helpers used by all controllers -------------------------------
+    def create(self, key: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        rt = self.cluster.rt(key)
+        try:
+            return self.cluster.api.create(rt, obj["metadata"].get("namespace"), obj)
+        except errors.ApiError as e:
+            if e.code in (404, 409, 403):
+                return None
+            raise
+
+    def update(self, key: str, obj: dict[str, Any], status: bool = False) -> dict[str, Any] | None:
+        rt = self.cluster.rt(key)
+        meta = obj["metadata"]
+        try:
+            return self.cluster.api.update(rt, meta.get("namespace", ""), meta["name"], obj,
+                                           subresource="status" if status else None)
+        except errors.ApiError as e:
+            if e.code in (404, 409):
+                return None
+            raise
+
+    def delete(self, key: str, ns: str, name: str, grace: int | None = None, policy: str | None = None) -> None:
+        rt = self.cluster.rt(key)
+        opts: dict[str, Any] = {}
+        if grace is not None:
+            opts["gracePeriodSeconds"] = grace
+        if policy:
+            opts["propagationPolicy"] = policy
+        try:
+            self.cluster.api.delete(rt, ns, name, opts)
+        except errors.ApiError as e:
+            if e.code != 404:
+                raise
+
+    def fresh(self, key: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        meta = obj["metadata"]
+        return self.cluster.store.get(key, meta.get("namespace", ""), meta["name"])
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(r.get("uid") == uid and r.get("controller") for r in dig(obj, "metadata", "ownerReferences", default=[]))
+
+
+def controller_ref(owner: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    for c in dig(pod, "status", "conditions", default=[]):
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return False
+
+
+def pod_active(pod: dict[str, Any]) -> bool:
+    return not dig(pod, "metadata", "deletionTimestamp") and dig(pod, "status", "phase") not in ("Succeeded", "Failed")
+
+
+def node_ready(node: dict[str, Any]) -> bool:
+    for c in dig(node, "status", "conditions", default=[]):
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return False

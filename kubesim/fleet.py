@@ -1,0 +1,267 @@
+"""Fleet files and bootstrapping clusters into a running state.
+
+A fleet file (YAML) lists clusters with their kind, version, nodes per role
+and workloads; `count` repeats a cluster (`name` may hold `{i}`).  Bootstrap
+runs the real controllers with instant pod starts, so a cluster comes up as
+if it had been running for a while.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .cluster import Cluster, NodeRuntime, Timings
+from .loop import Loop
+from .resources import parse_version
+
+KINDS = ("rke", "k3s", "imported")
+DEFAULT_ROLES = {"rke": ("etcd", "controlplane", "worker"), "k3s": ("server", "agent"),
+                 "imported": ("controlplane", "worker")}
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    roles: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ClusterSpec:
+    name: str
+    kind: str
+    version: str
+    nodes: list[NodeSpec]
+    workloads: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    token: str | None = None
+
+
+def _nodes(name: str, kind: str, raw: Any) -> list[NodeSpec]:
+    if raw is None:
+        raw = {"etcd": 1, "controlplane": 1, "worker": 1} if kind == "rke" else (
+            {"server": 1, "agent": 1} if kind == "k3s" else {"controlplane": 1, "worker": 1})
+    out: list[NodeSpec] = []
+    if isinstance(raw, dict):
+        for role, count in raw.items():
+            for i in range(1, int(count) + 1):
+                out.append(NodeSpec(f"{name}-{role}-{i}", (role,)))
+    elif isinstance(raw, list):
+        for i, n in enumerate(raw, 1):
+            roles = n.get("roles") or [n.get("role", "worker")]
+            out.append(NodeSpec(n.get("name") or f"{name}-node-{i}", tuple(roles), dict(n.get("labels") or {})))
+    else:
+        raise ValueError(f"cluster {name}: nodes must be a mapping of role to count or a list")
+    if kind == "k3s":
+        for n in out:
+            n.roles = tuple("server" if r in ("server", "master", "controlplane") else ("agent" if r in ("agent", "worker") else r)
+                            for r in n.roles)
+    return out
+
+
+def load_spec(source: str | os.PathLike[str] | dict[str, Any]) -> tuple[list[ClusterSpec], dict[str, Any]]:
+    """Parse a fleet file (path or already-loaded dict) into cluster specs and defaults."""
+    if isinstance(source, dict):
+        doc = source
+    else:
+        with open(source) as fh:
+            doc = yaml.safe_load(fh) or {}
+    defaults = dict(doc.get("defaults") or {})
+    specs: list[ClusterSpec] = []
+    for raw in doc.get("clusters") or []:
+        raw = {**{k: v for k, v in defaults.items() if k not in ("time_scale", "timings")}, **raw}
+        count = int(raw.get("count", 1))
+        for i in range(count):
+            name = str(raw["name"]).format(i=i) if count > 1 or "{i" in str(raw["name"]) else str(raw["name"])
+            kind = raw.get("kind", "imported")
+            if kind not in KINDS:
+                raise ValueError(f"cluster {name}: kind must be one of {', '.join(KINDS)}")
+            version = str(raw.get("version", "v1.18.6"))
+            parse_version(version)
+            if kind == "k3s" and "+k3s" not in version:
+                raise ValueError(f"cluster {name}: a k3s version looks like v1.17.4+k3s1")
+            specs.append(ClusterSpec(name, kind, version, _nodes(name, kind, raw.get("nodes")),
+                                     copy.deepcopy(list(raw.get("workloads") or [])),
+                                     {**(defaults.get("timings") or {}), **(raw.get("timings") or {})},
+                                     raw.get("token") if count == 1 else None))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError("cluster names must be unique")
+    return specs, defaults
+
+
+# ---------------------------------------------------------------------- objects installed at bootstrap
+def _ns(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def _deployment(name: str, ns: str, replicas: int, image: str, labels: dict[str, str] | None = None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    labels = labels or {"app": name}
+    spec: dict[str, Any] = {"containers": [{"name": name, "image": image}]}
+    spec.update(extra or {})
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "labels": dict(labels)},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": dict(labels)},
+                     "template": {"metadata": {"labels": dict(labels)}, "spec": spec}}}
+
+
+def _daemonset(name: str, ns: str, image: str, tolerate_all: bool = True) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": [{"name": name, "image": image}]}
+    if tolerate_all:
+        spec["tolerations"] = [{"operator": "Exists"}]
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": name, "namespace": ns, "labels": dict(labels)},
+            "spec": {"selector": {"matchLabels": dict(labels)},
+                     "template": {"metadata": {"labels": dict(labels)}, "spec": spec}}}
+
+
+PLAN_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "plans.upgrade.cattle.io"},
+    "spec": {
+        "group": "upgrade.cattle.io", "scope": "Namespaced",
+        "names": {"kind": "Plan", "plural": "plans", "singular": "plan", "listKind": "PlanList"},
+        "version": "v1",
+        "versions": [{"name": "v1", "served": True, "storage": True}],
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": [
+            {"name": "Image", "type": "string", "JSONPath": ".spec.upgrade.image"},
+            {"name": "Channel", "type": "string", "JSONPath": ".spec.channel"},
+            {"name": "Version", "type": "string", "JSONPath": ".spec.version"},
+        ],
+    },
+}
+
+
+def system_objects(spec: ClusterSpec, minor: int) -> list[dict[str, Any]]:
+    """What the distribution itself runs (CoreDNS, the node agent, system-upgrade-controller)."""
+    objs: list[dict[str, Any]] = [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+         "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+         "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}},
+    ]
+    dns_extra = {"tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}], "priorityClassName": "system-cluster-critical"}
+    if spec.kind == "rke":
+        objs.append(_deployment("coredns", "kube-system", 1, "rancher/coredns-coredns:1.3.1", {"k8s-app": "kube-dns"}, dns_extra))
+        objs.append(_daemonset("corral-node-agent", "kube-system", "corral/node-agent:v0.1.0"))
+    elif spec.kind == "k3s":
+        objs.append(_deployment("coredns", "kube-system", 1, "rancher/coredns-coredns:1.6.3", {"k8s-app": "kube-dns"}, dns_extra))
+        objs.append(_deployment("local-path-provisioner", "kube-system", 1, "rancher/local-path-provisioner:v0.0.11"))
+        objs.append(_deployment("metrics-server", "kube-system", 1, "rancher/metrics-server:v0.3.6", {"k8s-app": "metrics-server"}))
+        objs.append(_ns("system-upgrade"))
+        objs.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "system-upgrade", "namespace": "system-upgrade"}})
+        objs.append(_deployment("system-upgrade-controller", "system-upgrade", 1, "rancher/system-upgrade-controller:v0.4.0",
+                                {"upgrade.cattle.io/controller": "system-upgrade-controller"},
+                                {"serviceAccountName": "system-upgrade",
+                                 "nodeSelector": {"node-role.kubernetes.io/master": "true"},
+                                 "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"},
+                                                 {"key": "node-role.kubernetes.io/master", "operator": "Exists", "effect": "NoSchedule"}]}))
+        crd = copy.deepcopy(PLAN_CRD)
+        if minor >= 16:
+            crd["apiVersion"] = "apiextensions.k8s.io/v1"
+            crd["spec"].pop("version")
+            crd["spec"].pop("subresources")
+            cols = crd["spec"].pop("additionalPrinterColumns")
+            crd["spec"]["versions"] = [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                                        "additionalPrinterColumns": [{"name": c["name"], "type": c["type"], "jsonPath": c["JSONPath"]} for c in cols]}]
+        objs.insert(0, crd)
+    else:
+        objs.append(_deployment("coredns", "kube-system", 2, "k8s.gcr.io/coredns:1.6.7", {"k8s-app": "kube-dns"}, dns_extra))
+    return objs
+
+
+def workload_objects(spec: ClusterSpec) -> list[dict[str, Any]]:
+    """Expand fleet-file workload shorthands into Kubernetes objects."""
+    out: list[dict[str, Any]] = []
+    for w in spec.workloads:
+        if "manifest" in w:
+            out.append(copy.deepcopy(w["manifest"]))
+            continue
+        if "deployment" in w:
+            d = w["deployment"]
+            ns = d.get("namespace", "default")
+            if ns not in ("default", "kube-system"):
+                out.append(_ns(ns))
+            labels = d.get("labels") or {"app": d["name"]}
+            out.append(_deployment(d["name"], ns, int(d.get("replicas", 1)), d.get("image", "nginx:1.17.9"), labels))
+            pdb = w.get("pdb") or d.get("pdb")
+            if pdb:
+                body = {k: pdb[k] for k in ("minAvailable", "maxUnavailable") if k in pdb}
+                out.append({"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget",
+                            "metadata": {"name": pdb.get("name", d["name"]), "namespace": ns},
+                            "spec": {**body, "selector": {"matchLabels": dict(labels)}}})
+        elif "daemonset" in w:
+            d = w["daemonset"]
+            out.append(_daemonset(d["name"], d.get("namespace", "default"), d.get("image", "busybox:1.31"),
+                                  bool(d.get("tolerate_all", False))))
+        else:
+            raise ValueError(f"cluster {spec.name}: unknown workload {sorted(w)}")
+    return out
+
+
+def build_cluster(spec: ClusterSpec, loop: Loop, timings: Timings, time_scale: float, base_url: str) -> Cluster:
+    """Create a cluster and bring it to a settled running state."""
+    base_path = f"/k8s/clusters/{spec.name}"
+    t = Timings.from_dict(spec.timings, timings).scaled(time_scale)
+    c = Cluster(spec.name, spec.kind, spec.version, loop, t, token=spec.token, base_path=base_path,
+                server_url=base_url + base_path)
+    c.time_scale = time_scale
+    c.record_events = False
+    c.bootstrapping = True
+    api = c.api
+    with c.lock:
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            api.create(c.rt("namespaces"), None, _ns(ns))
+        for i, n in enumerate(spec.nodes):
+            rt = NodeRuntime(n.name, n.roles, spec.version, f"10.0.{(i // 250) % 250}.{i % 250 + 10}",
+                             extra_labels=n.labels)
+            c.nodes[n.name] = rt
+            c.controllers.kubelets.register(rt)
+        for obj in system_objects(spec, c.minor) + workload_objects(spec):
+            create_object(c, obj)
+        settle(c)
+    c.record_events = True
+    c.bootstrapping = False
+    c.controllers.start()
+    c.log("cluster", f"cluster {spec.name} ({spec.kind} {spec.version}) started with {len(spec.nodes)} nodes")
+    return c
+
+
+def create_object(c: Cluster, obj: dict[str, Any]) -> dict[str, Any]:
+    idx = c.types()
+    rt = idx.for_api_version(obj.get("apiVersion", ""), obj.get("kind", ""))
+    if rt is None:
+        raise ValueError(f"cluster {c.name}: {obj.get('apiVersion')}/{obj.get('kind')} is not served by {c.version}")
+    ns = (obj.get("metadata") or {}).get("namespace") if rt.namespaced else None
+    if rt.namespaced and ns and c.store.entry("namespaces", "", ns) is None:
+        c.api.create(c.rt("namespaces"), None, _ns(ns))
+    if c.store.entry(rt.key, ns or "", obj["metadata"]["name"]) is not None:
+        return c.store.get(rt.key, ns or "", obj["metadata"]["name"]) or {}
+    return c.api.create(rt, ns, obj)
+
+
+def settle(c: Cluster, passes: int = 30) -> None:
+    """Run controller passes until nothing changes (bootstrap only)."""
+    for _ in range(passes):
+        before = c.store.rv
+        c.controllers.reconcile()
+        if c.store.rv == before:
+            break
+    if c._kick is not None:
+        c._kick.cancel()
+        c._kick = None
