@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from clusters.models import Cluster
+from portal import audit
 
 
 def grant_owner(cluster: Cluster, user) -> None:
@@ -20,4 +21,5 @@ def grant_owner(cluster: Cluster, user) -> None:
 def create_cluster(*, user, **fields) -> Cluster:
     cluster = Cluster.objects.create(created_by=user if user and user.is_authenticated else None, **fields)
     grant_owner(cluster, user)
+    audit.record("create", cluster, user=user, changes=audit.diff(None, audit.snapshot(cluster)))
     return cluster

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth.forms import AuthenticationForm
 from django.db.models import Count
 
 from rbac import access
 
 
+class LoginForm(AuthenticationForm):
+    """Any active user may sign in; what they then see is up to the permission layer."""
+
+
 class CorralAdminSite(admin.AdminSite):
+    login_form = LoginForm
     site_header = "Corral"
     site_title = "Corral"
     index_title = "Fleet overview"

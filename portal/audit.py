@@ -73,6 +73,8 @@ def snapshot(obj: models.Model) -> dict[str, Any]:
     """Field values worth comparing; secrets become a digest-free marker so they never reach the log."""
     values: dict[str, Any] = {}
     for field in obj._meta.concrete_fields:
+        if getattr(field, "auto_now", False):
+            continue  # bookkeeping timestamps would show on every change
         value = getattr(obj, field.attname, None)
         if isinstance(field, EncryptedTextField):
             values[field.name] = ("secret", hash(value)) if value else ""
