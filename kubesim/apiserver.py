@@ -391,7 +391,7 @@ class ApiServer:
         def stream() -> Iterator[bytes]:
             nonlocal pos
             deadline = time.monotonic() + timeout
-            for k, e in initial:
+            for _k, e in initial:
                 yield line("ADDED", self._entry_bytes(e, rt, want))
             store.add_watcher(1)
             try:

@@ -307,7 +307,7 @@ class Cluster:
             rt = self.types().by_key.get(key)
             if rt is None:
                 continue
-            for (ns, name), e in self.store.entries(key):
+            for (_ns, _name), e in self.store.entries(key):
                 if uid.encode() not in e.data:
                     continue
                 obj = e.obj()

@@ -14,7 +14,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .discovery import TypeIndex
-from .errors import ApiError
 
 if TYPE_CHECKING:
     from .apiserver import Request, Response
@@ -106,6 +105,35 @@ def gv_document(cluster: Cluster, idx: TypeIndex, group: str, version: str) -> d
     }
 
 
+V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+
+
+def _pb_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    out = bytearray()
+    for value in ((number << 3) | 2, len(payload)):
+        while True:
+            byte = value & 0x7F
+            value >>= 7
+            if value:
+                out.append(byte | 0x80)
+            else:
+                out.append(byte)
+                break
+    return bytes(out) + payload
+
+
+def v2_protobuf(version: str) -> bytes:
+    """A gnostic openapi_v2.Document with swagger, info and empty paths/definitions.
+
+    kubectl 1.27 downloads this before `apply`; with no definitions it computes
+    strategic merge patches from its compiled-in types, and leaves validation
+    to the server because /openapi/v3 advertises `fieldValidation`.
+    """
+    info = _pb_field(1, b"Kubernetes") + _pb_field(2, version.encode())
+    return _pb_field(1, b"2.0") + _pb_field(2, info) + _pb_field(8, b"") + _pb_field(9, b"")
+
+
 def handle(cluster: Cluster, idx: TypeIndex, path: str, req: Request) -> Response:
     from .apiserver import Response, json_response
 
@@ -134,8 +162,8 @@ def handle(cluster: Cluster, idx: TypeIndex, path: str, req: Request) -> Respons
                              {"Cache-Control": "public, immutable", "Etag": '"sim"'})
     if path == "/openapi/v2":
         accept = req.headers.get("accept", "")
-        if "json" not in accept and accept not in ("", "*/*"):
-            raise ApiError(406, "NotAcceptable", "only application/json is served for /openapi/v2 by kubesim")
+        if "protobuf" in accept:
+            return Response(200, v2_protobuf(cluster.version), V2_PROTOBUF)
         paths: dict[str, Any] = {}
         for group, version in sorted(idx.gv_types):
             for p, item in gv_document(cluster, idx, group, version)["paths"].items():

@@ -369,7 +369,7 @@ class Kubelets:
                 self._schedule(uid, delay, "stop", meta["namespace"], meta["name"])
                 continue
             phase = dig(pod, "status", "phase", default="Pending")
-            if "upgrade.cattle.io/controller" in (meta.get("labels") or {}):
+            if "upgrade.cattle.io/controller" in (meta.get("labels") or {}) and _is_job_pod(pod):
                 if phase == "Pending" and not dig(pod, "status", "hostIP"):
                     self._start(meta["namespace"], meta["name"], running=False)
                 continue
@@ -377,6 +377,7 @@ class Kubelets:
                 if t.pod_start <= 0 or c.bootstrapping:
                     self._start(meta["namespace"], meta["name"])
                 else:
+                    self._creating(pod)
                     self._schedule(uid, t.pod_start, "start", meta["namespace"], meta["name"])
             elif phase == "Running" and _is_job_pod(pod):
                 self._schedule(uid, t.job_run, "finish", meta["namespace"], meta["name"])
@@ -397,6 +398,32 @@ class Kubelets:
         tm = self.cluster.loop.call_later(delay, run)
         tm.kind = kind  # type: ignore[attr-defined]
         self._pod_timers[uid] = tm
+
+    def _creating(self, pod: dict[str, Any]) -> None:
+        """What the kubelet reports while it pulls images: ContainerCreating."""
+        if dig(pod, "status", "containerStatuses"):
+            return
+        c = self.cluster
+        fresh = c.store.get("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if fresh is None:
+            return
+        rt = c.nodes.get(fresh["spec"]["nodeName"])
+        st = fresh.setdefault("status", {})
+        now = now_iso()
+        st["hostIP"] = rt.ip if rt else ""
+        st["startTime"] = now
+        names = [x.get("name") for x in fresh["spec"].get("containers") or []]
+        set_condition(st, "Initialized", "True", now=now, probe=True)
+        set_condition(st, "Ready", "False", "ContainersNotReady", f"containers with unready status: [{' '.join(names)}]", now, probe=True)
+        set_condition(st, "ContainersReady", "False", "ContainersNotReady", f"containers with unready status: [{' '.join(names)}]", now, probe=True)
+        st["containerStatuses"] = [{"name": ctr.get("name"), "image": ctr.get("image", ""), "imageID": "", "ready": False,
+                                    "restartCount": 0, "started": False,
+                                    "state": {"waiting": {"reason": "ContainerCreating"}}}
+                                   for ctr in fresh["spec"].get("containers") or []]
+        order = {"Initialized": 0, "Ready": 1, "ContainersReady": 2, "PodScheduled": 3}
+        st["conditions"].sort(key=lambda x: order.get(x.get("type"), 9))
+        c.api.update(c.rt("pods"), fresh["metadata"]["namespace"], fresh["metadata"]["name"], fresh,
+                     subresource="status", check_rv=False)
 
     def _pod_ip(self, node: str) -> str:
         n = self._ip_counter.get(node, 1) + 1

@@ -64,7 +64,7 @@ def garbage_collect(cluster: Cluster, cm: ControllerManager) -> None:
     foreground deletions once their dependents are gone."""
     uids: set[str] = set()
     deleting_fg: dict[str, tuple[str, dict[str, Any]]] = {}
-    for kind, key in OWNER_KINDS.items():
+    for _kind, key in OWNER_KINDS.items():
         for o in cm.objs(key):
             uid = o["metadata"]["uid"]
             uids.add(uid)
