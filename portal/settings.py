@@ -171,3 +171,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_corral.sqlite3")}
 # Global role every new user gets ("user", "user-base", or "" for none).
 DEFAULT_GLOBAL_ROLE = os.environ.get("CORRAL_DEFAULT_GLOBAL_ROLE", "user")
+
+# Inventory: how often the whole fleet is re-read, clusters per sync job, parallel reads per job.
+CLUSTER_SYNC_INTERVAL = int(os.environ.get("CORRAL_CLUSTER_SYNC_INTERVAL", "300"))
+CLUSTER_SYNC_BATCH = int(os.environ.get("CORRAL_CLUSTER_SYNC_BATCH", "100"))
+CLUSTER_SYNC_THREADS = int(os.environ.get("CORRAL_CLUSTER_SYNC_THREADS", "16"))

@@ -1,0 +1,84 @@
+"""Cluster config versions: validate, save with history, and start an upgrade when the version changes."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+
+from clusters import schema
+from clusters.models import Cluster, ClusterConfigVersion
+from portal import audit
+
+
+def initial_document(cluster: Cluster) -> dict[str, Any]:
+    doc = schema.defaults()
+    doc["kubernetes_version"] = cluster.kubernetes_version
+    return doc
+
+
+def current_document(cluster: Cluster) -> dict[str, Any]:
+    latest = cluster.config
+    return latest.document if latest else initial_document(cluster)
+
+
+def desired_version(cluster: Cluster) -> str:
+    return current_document(cluster).get("kubernetes_version") or cluster.kubernetes_version
+
+
+@transaction.atomic
+def save_config(cluster: Cluster, document: dict[str, Any], *, user=None, source: str = "", comment: str = "",
+                audit_it: bool = True) -> ClusterConfigVersion:
+    """Store a validated document as the next version. Raises schema.ConfigError; nothing is saved then."""
+    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    previous = cluster.config
+    document = schema.validate(document, kind=cluster.kind,
+                               current_version=previous.document.get("kubernetes_version") if previous
+                               else cluster.kubernetes_version, source=source)
+    number = (cluster.config_versions.aggregate(n=Max("version"))["n"] or 0) + 1
+    version = ClusterConfigVersion.objects.create(
+        cluster=cluster, version=number, document=document, source=source or schema.to_yaml(document),
+        comment=comment, created_by=user if user is not None and user.is_authenticated else None,
+    )
+    if audit_it:
+        before = previous.document if previous else {}
+        audit.record("update", cluster, user=user, message=f"config version {number}" + (f": {comment}" if comment else ""),
+                     changes=_flat_diff(before, document))
+    return version
+
+
+def save_yaml(cluster: Cluster, text: str, *, user=None, comment: str = "") -> ClusterConfigVersion:
+    return save_config(cluster, schema.parse_yaml(text), user=user, source=text, comment=comment)
+
+
+def apply(cluster: Cluster, document_or_yaml: dict[str, Any] | str, *, user=None, comment: str = ""):
+    """Save a new config and, if it asks for another Kubernetes version, start the upgrade.
+
+    Returns (config version, upgrade job or None). Admin "Edit as YAML", the API and
+    restores all come through here.
+    """
+    from clusters import upgrades
+
+    with transaction.atomic():
+        before = desired_version(cluster)
+        if isinstance(document_or_yaml, str):
+            version = save_yaml(cluster, document_or_yaml, user=user, comment=comment)
+        else:
+            version = save_config(cluster, document_or_yaml, user=user, comment=comment)
+        job = None
+        target = version.document["kubernetes_version"]
+        if target != before and target != cluster.kubernetes_version:
+            job = upgrades.start_upgrade(cluster, target, user=user)
+    return version, job
+
+
+def _flat_diff(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> dict[str, list]:
+    changes: dict[str, list] = {}
+    for key in sorted(set(before) | set(after)):
+        path = f"{prefix}.{key}" if prefix else key
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict) and path != "services.kubelet.extra_args":
+            changes.update(_flat_diff(old, new, path))
+        elif old != new:
+            changes[path] = [old, new]
+    return changes

@@ -1,0 +1,174 @@
+"""Import clusters and keep their inventory fresh: many clusters at once, bulk database writes."""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from clusters import kube
+from clusters.models import Cluster, Node
+from portal import audit
+from portal.jobs import NullReporter, Reporter
+
+logger = logging.getLogger("corral.clusters")
+
+NODE_FIELDS = [
+    "uid", "roles", "kubelet_version", "os_image", "kernel_version", "container_runtime", "internal_ip", "ready",
+    "unschedulable", "conditions", "capacity", "allocatable", "taints", "labels", "annotations",
+    "created_in_cluster_at", "synced_at",
+]
+
+
+def node_from_json(cluster_id: int, raw: dict[str, Any], now: datetime) -> Node:
+    meta, spec, status = raw.get("metadata") or {}, raw.get("spec") or {}, raw.get("status") or {}
+    info = status.get("nodeInfo") or {}
+    conditions = [
+        {k: c.get(k) for k in ("type", "status", "reason", "message", "lastTransitionTime")}
+        for c in status.get("conditions") or []
+    ]
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    internal_ip = next((a.get("address", "") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), "")
+    created = parse_datetime(meta["creationTimestamp"]) if meta.get("creationTimestamp") else None
+    return Node(
+        cluster_id=cluster_id, name=meta.get("name", ""), uid=meta.get("uid", ""), roles=kube.node_roles(raw),
+        kubelet_version=info.get("kubeletVersion", ""), os_image=info.get("osImage", ""),
+        kernel_version=info.get("kernelVersion", ""), container_runtime=info.get("containerRuntimeVersion", ""),
+        internal_ip=internal_ip, ready=ready, unschedulable=bool(spec.get("unschedulable")), conditions=conditions,
+        capacity=status.get("capacity") or {}, allocatable=status.get("allocatable") or {},
+        taints=spec.get("taints") or [], labels=meta.get("labels") or {}, annotations=meta.get("annotations") or {},
+        created_in_cluster_at=created, synced_at=now,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- import
+
+def check_kubeconfig(kubeconfig: str) -> kube.ClusterView:
+    """Parse and try a kubeconfig; raises KubeconfigError/ClusterError with the reason in words."""
+    return kube.look(kubeconfig)
+
+
+@transaction.atomic
+def import_cluster(*, name: str, kubeconfig: str, user=None, description: str = "",
+                   view: kube.ClusterView | None = None) -> Cluster:
+    """Save a cluster whose kubeconfig was checked, with its first config version and inventory."""
+    from clusters import config as cluster_config
+    from clusters.services import grant_owner
+
+    view = view or check_kubeconfig(kubeconfig)
+    now = timezone.now()
+    cluster = Cluster.objects.create(
+        name=name, description=description, kubeconfig=kubeconfig, kind=view.kind, state=Cluster.State.ACTIVE,
+        kubernetes_version=view.git_version, api_server=view.server, last_synced_at=now, node_count=len(view.nodes),
+        created_by=user if user is not None and user.is_authenticated else None,
+    )
+    Node.objects.bulk_create([node_from_json(cluster.pk, n, now) for n in view.nodes])
+    cluster_config.save_config(cluster, cluster_config.initial_document(cluster), user=user,
+                               comment="imported", audit_it=False)
+    grant_owner(cluster, user)
+    audit.record("create", cluster, user=user, changes=audit.diff(None, audit.snapshot(cluster)),
+                 message=f"imported {view.kind} cluster {view.git_version} with {len(view.nodes)} nodes")
+    return cluster
+
+
+# ------------------------------------------------------------------------------------------------ sync
+
+@dataclass
+class SyncOutcome:
+    cluster_id: int
+    view: kube.ClusterView | None = None
+    error: kube.ClusterError | kube.KubeconfigError | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SyncReport:
+    clusters: int = 0
+    reachable: int = 0
+    unavailable: list[str] = field(default_factory=list)
+    nodes_written: int = 0
+    nodes_deleted: int = 0
+    fetch_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _fetch(cluster_id: int, kubeconfig: str) -> SyncOutcome:
+    started = time.monotonic()
+    try:
+        view = kube.look(kubeconfig, timeout=(kube.CONNECT_TIMEOUT, kube.READ_TIMEOUT))
+        return SyncOutcome(cluster_id, view=view, seconds=time.monotonic() - started)
+    except (kube.ClusterError, kube.KubeconfigError) as exc:
+        error = exc if isinstance(exc, kube.ClusterError) else kube.ClusterError(str(exc))
+        return SyncOutcome(cluster_id, error=error, seconds=time.monotonic() - started)
+
+
+# States a sync may change; upgrades and restores own the state while they run.
+SYNC_OWNED_STATES = {Cluster.State.ACTIVE, Cluster.State.PROVISIONING, Cluster.State.UNAVAILABLE, Cluster.State.ERROR}
+
+
+def sync_clusters(cluster_ids: list[int], reporter: Reporter | None = None, threads: int | None = None) -> SyncReport:
+    """Read nodes and versions of many clusters in parallel, then write them in bulk."""
+    reporter = reporter or NullReporter()
+    report = SyncReport()
+    clusters = list(Cluster.objects.filter(pk__in=cluster_ids).only("pk", "name", "kubeconfig", "state"))
+    report.clusters = len(clusters)
+    started = time.monotonic()
+    threads = threads or int(getattr(settings, "CLUSTER_SYNC_THREADS", 16))
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(clusters) or 1))) as pool:
+        outcomes = list(pool.map(lambda c: _fetch(c.pk, c.kubeconfig), clusters))
+    report.fetch_seconds = round(time.monotonic() - started, 3)
+    reporter.progress(60, f"read {len(clusters)} clusters in {report.fetch_seconds} s")
+
+    started = time.monotonic()
+    now = timezone.now()
+    by_id = {c.pk: c for c in clusters}
+    fresh_nodes: list[Node] = []
+    changed: list[Cluster] = []
+    reachable_ids: list[int] = []
+    for outcome in outcomes:
+        cluster = by_id[outcome.cluster_id]
+        if outcome.view is not None:
+            report.reachable += 1
+            reachable_ids.append(cluster.pk)
+            nodes = [node_from_json(cluster.pk, n, now) for n in outcome.view.nodes]
+            fresh_nodes.extend(nodes)
+            cluster.kubernetes_version = outcome.view.git_version
+            cluster.node_count = len(nodes)
+            cluster.last_synced_at = now
+            if cluster.state in SYNC_OWNED_STATES:
+                if cluster.state != Cluster.State.ACTIVE:
+                    reporter.log(f"{cluster.name}: reachable again, Active")
+                cluster.state, cluster.state_reason = Cluster.State.ACTIVE, ""
+        else:
+            report.unavailable.append(cluster.name)
+            reason = outcome.error.reason if isinstance(outcome.error, kube.ClusterError) else str(outcome.error)
+            if cluster.state in SYNC_OWNED_STATES:
+                if cluster.state != Cluster.State.UNAVAILABLE:
+                    reporter.log(f"{cluster.name}: unavailable: {reason}", "warning")
+                cluster.state = Cluster.State.UNAVAILABLE
+            cluster.state_reason = reason
+        changed.append(cluster)
+    with transaction.atomic():
+        Cluster.objects.bulk_update(
+            changed, ["state", "state_reason", "kubernetes_version", "node_count", "last_synced_at"], batch_size=500
+        )
+        if fresh_nodes:
+            Node.objects.bulk_create(
+                fresh_nodes, batch_size=1000, update_conflicts=True, unique_fields=["cluster", "name"],
+                update_fields=NODE_FIELDS,
+            )
+        if reachable_ids:
+            report.nodes_deleted, _ = Node.objects.filter(cluster_id__in=reachable_ids, synced_at__lt=now).delete()
+    report.nodes_written = len(fresh_nodes)
+    report.write_seconds = round(time.monotonic() - started, 3)
+    return report

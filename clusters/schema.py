@@ -1,0 +1,210 @@
+"""The cluster config document: its schema, defaults, and errors that name the field and line."""
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+SUPPORTED_VERSIONS: dict[str, list[str]] = {
+    "rke": ["v1.15.11", "v1.15.12", "v1.16.8", "v1.16.9", "v1.16.13", "v1.17.4", "v1.17.5", "v1.17.9", "v1.18.6"],
+    "k3s": ["v1.17.4+k3s1", "v1.17.5+k3s1", "v1.17.9+k3s1", "v1.18.2+k3s1", "v1.18.6+k3s1"],
+}
+
+_COUNT_OR_PERCENT = re.compile(r"^(\d+)%?$")
+
+
+class ConfigError(ValueError):
+    """A config document that does not fit the schema; ``errors`` lists (path, line, message)."""
+
+    def __init__(self, errors: list[tuple[str, int | None, str]]):
+        self.errors = errors
+        super().__init__("; ".join(self.format(e) for e in errors))
+
+    @staticmethod
+    def format(error: tuple[str, int | None, str]) -> str:
+        path, line, message = error
+        where = f" (line {line})" if line else ""
+        return f"{path or 'document'}{where}: {message}"
+
+    def by_field(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for path, line, message in self.errors:
+            out.setdefault(path or "document", []).append(f"line {line}: {message}" if line else message)
+        return out
+
+
+@dataclass(frozen=True)
+class Field:
+    types: tuple[type, ...]
+    default: Any = None
+    check: Callable[[Any], str | None] | None = None
+    help: str = ""
+
+
+def _count_or_percent(value: Any) -> str | None:
+    if not _COUNT_OR_PERCENT.match(str(value)):
+        return 'must be a count such as "1" or a percentage such as "10%"'
+    if str(value).endswith("%") and not 0 < int(str(value)[:-1]) <= 100:
+        return "a percentage must be between 1% and 100%"
+    if not str(value).endswith("%") and int(value) < 1:
+        return "must be at least 1"
+    return None
+
+
+def _positive(value: Any) -> str | None:
+    return None if value >= 1 else "must be at least 1"
+
+
+def _grace(value: Any) -> str | None:
+    return None if value >= -1 else "must be -1 (use the pod's own) or a number of seconds"
+
+
+def _extra_args(value: Any) -> str | None:
+    if not all(isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items()):
+        return "must map flag names to values, e.g. max-pods: \"250\""
+    return None
+
+
+SCHEMA: dict[str, Any] = {
+    "kubernetes_version": Field((str,), help="Kubernetes version the cluster should run"),
+    "services": {
+        "kubelet": {
+            "extra_args": Field((dict,), {}, _extra_args, "Extra kubelet flags, e.g. max-pods"),
+        },
+    },
+    "upgrade_strategy": {
+        "mode": Field((str,), "rolling", lambda v: None if v in ("rolling", "parallel") else
+                      'must be "rolling" (zero downtime) or "parallel" (every node of a role at once)'),
+        "max_unavailable_controlplane": Field((str, int), "1", _count_or_percent),
+        "max_unavailable_worker": Field((str, int), "10%", _count_or_percent),
+        "drain": Field((bool,), False),
+        "node_upgrade_timeout": Field((int,), 600, _positive, "Seconds a node may take to be Ready on the new version"),
+        "node_drain_input": {
+            "force": Field((bool,), False),
+            "ignore_daemonsets": Field((bool,), True),
+            "delete_local_data": Field((bool,), False),
+            "grace_period": Field((int,), -1, _grace),
+            "timeout": Field((int,), 120, _positive),
+        },
+    },
+    "k3s_upgrade_strategy": {
+        "server_concurrency": Field((int,), 1, _positive, "Control Plane Concurrency"),
+        "worker_concurrency": Field((int,), 1, _positive, "Worker Concurrency"),
+        "drain_server_nodes": Field((bool,), False, help="Drain Control Plane Nodes"),
+        "drain_worker_nodes": Field((bool,), False, help="Drain Worker Nodes"),
+    },
+    "etcd_backup": {
+        "enabled": Field((bool,), True),
+        "interval_hours": Field((int,), 12, _positive),
+        "retention": Field((int,), 6, _positive),
+        "target": Field((str, type(None)), None, help="Name of the backup target; empty for the default"),
+    },
+}
+
+
+def _lines(text: str) -> dict[str, int]:
+    """Map dotted paths to the line each key is on, for error messages."""
+    lines: dict[str, int] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                path = f"{prefix}.{key.value}" if prefix else str(key.value)
+                lines[path] = key.start_mark.line + 1
+                walk(value, path)
+
+    try:
+        walk(yaml.compose(text), "")
+    except yaml.YAMLError:
+        pass
+    return lines
+
+
+def defaults() -> dict[str, Any]:
+    def build(schema: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, spec in schema.items():
+            if isinstance(spec, dict):
+                out[key] = build(spec)
+            elif spec.default is not None or key != "kubernetes_version":
+                out[key] = copy.deepcopy(spec.default)
+        return out
+
+    return build(SCHEMA)
+
+
+def parse_yaml(text: str) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError([("", mark.line + 1 if mark else None,
+                            f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError([("", 1, "the config must be a mapping of settings")])
+    return doc
+
+
+def validate(doc: dict[str, Any], *, kind: str, current_version: str = "", source: str = "") -> dict[str, Any]:
+    """Check a document against the schema; return it with defaults filled in, or raise ConfigError."""
+    lines = _lines(source) if source else {}
+    errors: list[tuple[str, int | None, str]] = []
+
+    def check(value: Any, schema: dict[str, Any], prefix: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            errors.append((prefix, lines.get(prefix), "must be a mapping"))
+            return {}
+        out: dict[str, Any] = {}
+        for key in value:
+            if key not in schema:
+                path = f"{prefix}.{key}" if prefix else str(key)
+                errors.append((path, lines.get(path), f"unknown setting; expected one of {', '.join(schema)}"))
+        for key, spec in schema.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if isinstance(spec, dict):
+                out[key] = check(value.get(key) or {}, spec, path)
+                continue
+            if key not in value or value[key] is None and type(None) not in spec.types:
+                if spec.default is not None or type(None) in spec.types:
+                    out[key] = copy.deepcopy(spec.default)
+                continue
+            item = value[key]
+            if not isinstance(item, spec.types) or (isinstance(item, bool) and bool not in spec.types):
+                names = " or ".join("null" if t is type(None) else {"str": "text", "int": "a whole number",
+                                    "bool": "true or false", "dict": "a mapping"}.get(t.__name__, t.__name__)
+                                    for t in spec.types)
+                errors.append((path, lines.get(path), f"must be {names}, not {item!r}"))
+                continue
+            problem = spec.check(item) if spec.check and item is not None else None
+            if problem:
+                errors.append((path, lines.get(path), problem))
+                continue
+            out[key] = str(item) if spec.types[0] is str and isinstance(item, int) else item
+        return out
+
+    result = check(doc, SCHEMA, "")
+    version = result.get("kubernetes_version") or current_version
+    if not version:
+        errors.append(("kubernetes_version", lines.get("kubernetes_version"), "is required"))
+    elif kind in SUPPORTED_VERSIONS:
+        if version not in SUPPORTED_VERSIONS[kind] and version != current_version:
+            errors.append(("kubernetes_version", lines.get("kubernetes_version"),
+                           f"{version} is not a supported {kind} version; choose one of "
+                           f"{', '.join(SUPPORTED_VERSIONS[kind])}"))
+    elif current_version and version != current_version:
+        errors.append(("kubernetes_version", lines.get("kubernetes_version"),
+                       f"an imported cluster's version is managed outside Corral (it runs {current_version})"))
+    result["kubernetes_version"] = version
+    if errors:
+        raise ConfigError(errors)
+    return result
+
+
+def to_yaml(document: dict[str, Any]) -> str:
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
