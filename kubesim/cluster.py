@@ -27,7 +27,7 @@ class Timings:
     pod_stop: float = 1.0  # kubelet kill time (capped by the grace period)
     job_run: float = 3.0  # how long a Job's pod runs before it succeeds
     heartbeat: float = 10.0  # kubelet nodeLeaseRenewInterval (10s)
-    node_status: float = 60.0  # kubelet nodeStatusReportFrequency (5m)
+    node_status: float = 300.0  # kubelet nodeStatusReportFrequency (5m with node leases)
     node_grace: float = 40.0  # node-monitor-grace-period (40s)
     eviction_timeout: float = 300.0  # default tolerationSeconds for not-ready/unreachable (300s)
     upgrade_down: float = 10.0  # a node is NotReady this long while its Kubernetes is replaced

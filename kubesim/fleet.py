@@ -235,6 +235,7 @@ def build_cluster(spec: ClusterSpec, loop: Loop, timings: Timings, time_scale: f
         for obj in system_objects(spec, c.minor) + workload_objects(spec):
             create_object(c, obj)
         settle(c)
+        c.store.reset_watch_cache()  # the fleet "has been running": history starts now
     c.record_events = True
     c.bootstrapping = False
     c.controllers.start()

@@ -18,12 +18,13 @@ log = logging.getLogger("kubesim")
 
 
 class Timer:
-    __slots__ = ("when", "fn", "cancelled")
+    __slots__ = ("when", "fn", "cancelled", "kind")
 
     def __init__(self, when: float, fn: Callable[[], None]) -> None:
         self.when = when
         self.fn = fn
         self.cancelled = False
+        self.kind = ""
 
     def cancel(self) -> None:
         self.cancelled = True

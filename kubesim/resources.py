@@ -91,6 +91,18 @@ def _pod_fields(o: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
+def _node_fields(o: dict[str, Any]) -> tuple[str, ...]:
+    """spec.unschedulable (selectable) plus, for the node lifecycle controller,
+    the Ready status and the lifecycle taints, so it need not decode nodes."""
+    ready = "Unknown"
+    for c in (o.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            ready = c.get("status", "Unknown")
+    taints = ",".join(sorted(f"{t.get('key')}:{t.get('effect')}" for t in (o.get("spec") or {}).get("taints") or []
+                             if t.get("key") in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")))
+    return (_g(o, "spec", "unschedulable") or "false", ready, taints)
+
+
 def _event_fields(o: dict[str, Any]) -> tuple[str, ...]:
     return (
         _g(o, "involvedObject", "kind"),
@@ -122,7 +134,7 @@ def builtin_types() -> list[ResourceType]:
                      field_names=("status.phase",), field_getter=lambda o: (_g(o, "status", "phase"),)),
         ResourceType("", ("v1",), "nodes", "node", "Node", False, ("no",),
                      subresources=(_STATUS, Subresource("proxy", "NodeProxyOptions", ("create", "delete", "get", "patch", "update"))),
-                     field_names=("spec.unschedulable",), field_getter=lambda o: (_g(o, "spec", "unschedulable") or "false",)),
+                     field_names=("spec.unschedulable",), field_getter=_node_fields),
         ResourceType("", ("v1",), "pods", "pod", "Pod", True, ("po",), ("all",),
                      subresources=(
                          Subresource("binding", "Binding", ("create",)),

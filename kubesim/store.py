@@ -169,7 +169,8 @@ class Store:
         ring = self._rings.get(key)
         if ring is None:
             ring = self._rings[key] = Ring(self._floor, self.watch_cache_size)
-        ring.append(WatchEvent(self.rv, type_, ns, name, entry, prev))
+        lite = Entry(prev.rv, b"", prev.labels, prev.fields) if prev is not None else None  # filters need no bytes
+        ring.append(WatchEvent(self.rv, type_, ns, name, entry, lite))
         if self._watchers:
             self.changed.notify_all()
 
@@ -195,6 +196,12 @@ class Store:
     def add_watcher(self, delta: int) -> None:
         with self.lock:
             self._watchers += delta
+
+    def reset_watch_cache(self) -> None:
+        """Start the watch cache afresh (as after an API server restart)."""
+        with self.lock:
+            self._rings = {}
+            self._floor = self.rv
 
     # -- snapshot ------------------------------------------------------------
     def dump(self) -> tuple[int, list[tuple[str, bytes]]]:

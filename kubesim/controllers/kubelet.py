@@ -123,7 +123,7 @@ class Kubelets:
         self._pod_timers: dict[str, Timer] = {}
         self._ip_counter: dict[str, int] = {}
         self._lease_meta: dict[str, dict[str, Any]] = {}
-        self._observed: dict[str, tuple[str, float]] = {}  # node -> (renewTime, monotonic seen)
+        self._observed: dict[str, tuple[int, float]] = {}  # node -> (lease revision, monotonic seen)
         self._taint_since: dict[str, float] = {}
         self._timers: list[Timer] = []
         self._stopped = False
@@ -193,6 +193,7 @@ class Kubelets:
         self._timers.append(self.cluster.loop.call_later(random.uniform(0, period), tick))
 
     def heartbeat(self) -> None:
+        """Every kubelet of the cluster renews its Lease; node status only when due."""
         c = self.cluster
         now_m = time.monotonic()
         status_every = c.timings.node_status
@@ -242,23 +243,26 @@ class Kubelets:
             c.quiet = was_quiet
 
     def lifecycle(self) -> None:
-        """Node lifecycle controller: stale leases -> Unknown + taints; taint-based eviction."""
+        """Node lifecycle controller: stale leases -> Unknown + taints; taint-based eviction.
+
+        Like the real one it notes when it *observed* each lease change (its own
+        clock), and it reads only cached fields unless a node needs action.
+        """
         c = self.cluster
         t = c.timings
         now_m = time.monotonic()
         changed_any = False
-        for e in [e for _, e in c.store.entries("nodes")]:
-            node = e.obj()
-            name = node["metadata"]["name"]
-            lease = c.store.get("leases.coordination.k8s.io", "kube-node-lease", name)
-            renew = dig(lease, "spec", "renewTime", default="")
+        leases = c.store._data.get("leases.coordination.k8s.io", {})
+        for (_, name), e in c.store.entries("nodes"):
+            lease = leases.get(("kube-node-lease", name))
+            mark = lease.rv if lease is not None else 0
             seen = self._observed.get(name)
-            if seen is None or seen[0] != renew:
-                self._observed[name] = seen = (renew, now_m)
-            ready = next((x for x in dig(node, "status", "conditions", default=[]) if x.get("type") == "Ready"), None)
-            ready_status = ready.get("status") if ready else "Unknown"
+            if seen is None or seen[0] != mark:
+                self._observed[name] = seen = (mark, now_m)
+            _, ready_status, lc_taints = e.fields or ("", "Unknown", "")
             stale = now_m - seen[1] > t.node_grace
             if stale and ready_status != "Unknown":
+                node = e.obj()
                 now = now_iso()
                 for cond in node["status"].get("conditions") or []:
                     cond["status"] = "Unknown"
@@ -275,29 +279,30 @@ class Kubelets:
                 want = [(UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")]
             elif ready_status == "False":
                 want = [(NOT_READY, "NoSchedule"), (NOT_READY, "NoExecute")]
-            fresh = c.store.get("nodes", "", name)
-            if fresh is None:
-                continue
-            taints = list(dig(fresh, "spec", "taints", default=[]) or [])
-            kept = [x for x in taints if x.get("key") not in (UNREACHABLE, NOT_READY)
-                    or (x.get("key"), x.get("effect")) in want]
-            for key, effect in want:
-                if not any(x.get("key") == key and x.get("effect") == effect for x in kept):
-                    taint = {"key": key, "effect": effect}
-                    if effect == "NoExecute":
-                        taint["timeAdded"] = now_iso()
-                        self._taint_since[name] = now_m
-                    kept.append(taint)
-            if not want:
-                self._taint_since.pop(name, None)
-            if kept != taints:
+            if ",".join(sorted(f"{k}:{eff}" for k, eff in want)) != lc_taints:
+                fresh = c.store.get("nodes", "", name)
+                if fresh is None:
+                    continue
+                taints = list(dig(fresh, "spec", "taints", default=[]) or [])
+                kept = [x for x in taints if x.get("key") not in (UNREACHABLE, NOT_READY)
+                        or (x.get("key"), x.get("effect")) in want]
+                for key, effect in want:
+                    if not any(x.get("key") == key and x.get("effect") == effect for x in kept):
+                        taint = {"key": key, "effect": effect}
+                        if effect == "NoExecute":
+                            taint["timeAdded"] = now_iso()
+                            self._taint_since[name] = now_m
+                        kept.append(taint)
                 fresh["spec"]["taints"] = kept
                 if not kept:
                     del fresh["spec"]["taints"]
                 c.api.update(c.rt("nodes"), "", name, fresh, check_rv=False)
                 changed_any = True
-            if want:
-                self._evict_untolerated(name, want[1][0], now_m - self._taint_since.get(name, now_m))
+            if not want:
+                self._taint_since.pop(name, None)
+            else:
+                self._taint_since.setdefault(name, now_m)
+                self._evict_untolerated(name, want[1][0], now_m - self._taint_since[name])
         if changed_any:
             c.kick()
 
@@ -360,7 +365,7 @@ class Kubelets:
             if not rt.up or rt.upgrading:
                 continue
             if uid in self._pod_timers:
-                if meta.get("deletionTimestamp") and getattr(self._pod_timers[uid], "kind", "") != "stop":
+                if meta.get("deletionTimestamp") and self._pod_timers[uid].kind != "stop":
                     self._pod_timers.pop(uid).cancel()
                 else:
                     continue
@@ -396,7 +401,7 @@ class Kubelets:
                     self._remove(ns, name)
 
         tm = self.cluster.loop.call_later(delay, run)
-        tm.kind = kind  # type: ignore[attr-defined]
+        tm.kind = kind
         self._pod_timers[uid] = tm
 
     def _creating(self, pod: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ fewest pods of the same owner on the node, then fewest pods, then name.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from ..util import dig, now_iso, parse_quantity, set_condition
@@ -53,6 +54,8 @@ def schedule(cluster: Cluster, cm: ControllerManager) -> None:
             u[2] += mem
             key = (node, _owner_uid(p))
             by_owner[key] = by_owner.get(key, 0) + 1
+    by_name = {n["metadata"]["name"]: n for n in nodes}
+    verdicts: dict[tuple[str, str], str | None] = {}  # (placement key, node) -> static filter verdict
     for pod in sorted(pending, key=lambda p: p["metadata"].get("creationTimestamp", "")):
         tols = dig(pod, "spec", "tolerations", default=[]) or []
         cpu, mem = _requests(pod)
@@ -60,9 +63,17 @@ def schedule(cluster: Cluster, cm: ControllerManager) -> None:
         reasons: dict[str, int] = {}
         best = None
         best_score: tuple[int, float, str] | None = None
-        for n in nodes:
+        pinned = _pinned_node(pod)
+        candidates = [by_name[pinned]] if pinned in by_name else nodes
+        if pinned and pinned not in by_name:
+            candidates = []
+        pkey = json.dumps([tols, dig(pod, "spec", "nodeSelector"), dig(pod, "spec", "affinity")], sort_keys=True)
+        for n in candidates:
             name = n["metadata"]["name"]
-            why = _filter(n, pod, tols, usage[name], cpu, mem)
+            vk = (pkey, name)
+            if vk not in verdicts:
+                verdicts[vk] = _static_filter(n, pod, tols)
+            why = verdicts[vk] or _fits(n, usage[name], cpu, mem)
             if why:
                 reasons[why] = reasons.get(why, 0) + 1
                 continue
@@ -97,8 +108,18 @@ def schedule(cluster: Cluster, cm: ControllerManager) -> None:
                       "default-scheduler")
 
 
-def _filter(node: dict[str, Any], pod: dict[str, Any], tols: list[dict[str, Any]], usage: list[float],
-            cpu: float, mem: float) -> str | None:
+def _pinned_node(pod: dict[str, Any]) -> str | None:
+    """DaemonSet pods name their node in a matchFields term; only that node can fit."""
+    terms = dig(pod, "spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
+                "nodeSelectorTerms", default=None)
+    if terms and len(terms) == 1:
+        for f in terms[0].get("matchFields") or []:
+            if f.get("key") == "metadata.name" and f.get("operator") == "In" and len(f.get("values") or []) == 1:
+                return f["values"][0]
+    return None
+
+
+def _static_filter(node: dict[str, Any], pod: dict[str, Any], tols: list[dict[str, Any]]) -> str | None:
     if not node_ready(node):
         return "node(s) were not ready"
     if dig(node, "spec", "unschedulable") and not tolerates(
@@ -109,6 +130,10 @@ def _filter(node: dict[str, Any], pod: dict[str, Any], tols: list[dict[str, Any]
             return "node(s) had taints that the pod didn't tolerate"
     if not node_matches(node, pod.get("spec") or {}):
         return "node(s) didn't match node selector"
+    return None
+
+
+def _fits(node: dict[str, Any], usage: list[float], cpu: float, mem: float) -> str | None:
     alloc = dig(node, "status", "allocatable", default={}) or {}
     if usage[0] + 1 > parse_quantity(alloc.get("pods", "110")):
         return "Too many pods"
