@@ -57,8 +57,6 @@ def apply(cluster: Cluster, document_or_yaml: dict[str, Any] | str, *, user=None
     Returns (config version, upgrade job or None). Admin "Edit as YAML", the API and
     restores all come through here.
     """
-    from clusters import upgrades
-
     with transaction.atomic():
         before = desired_version(cluster)
         if isinstance(document_or_yaml, str):
@@ -68,7 +66,9 @@ def apply(cluster: Cluster, document_or_yaml: dict[str, Any] | str, *, user=None
         job = None
         target = version.document["kubernetes_version"]
         if target != before and target != cluster.kubernetes_version:
-            job = upgrades.start_upgrade(cluster, target, user=user)
+            from clusters.upgrades import start_upgrade
+
+            job = start_upgrade(cluster, target, user=user)
     return version, job
 
 

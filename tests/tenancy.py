@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from clusters.models import Cluster, Project
+from clusters.models import Cluster, Node, Project
 from portal.models import ApiToken, AuditEvent, Job
 from rbac.models import (
     ClusterRoleBinding,
@@ -68,6 +68,7 @@ FACTORIES: dict[type, Callable[[Tenant], Any]] = {
     AuditEvent: lambda t: AuditEvent.objects.create(action="update", cluster=t.cluster, user=t.owner,
                                                     object_repr=t.cluster.name),
     ApiToken: lambda t: ApiToken.issue(t.owner, description=f"{t.name} token")[0],
+    Node: lambda t: Node.objects.create(cluster=t.cluster, name=f"{t.name}-node-1", roles=["worker"], ready=True),
 }
 
 

@@ -1,6 +1,7 @@
-from clusters.api.views import ClusterViewSet, ProjectViewSet
+from clusters.api.views import ClusterViewSet, NodeViewSet, ProjectViewSet
 
 
 def register(router) -> None:
     router.register("clusters", ClusterViewSet, basename="cluster")
+    router.register("nodes", NodeViewSet, basename="node")
     router.register("projects", ProjectViewSet, basename="project")
