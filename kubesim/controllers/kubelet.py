@@ -231,6 +231,7 @@ class Kubelets:
                                    ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                                    ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available")):
             changed |= set_condition(st, ctype, "False", reason, msg, now, heartbeat=True)
+        was_ready = any(x.get("type") == "Ready" and x.get("status") == "True" for x in st.get("conditions") or [])
         if ready:
             changed |= set_condition(st, "Ready", "True", "KubeletReady", "kubelet is posting ready status", now, heartbeat=True)
         else:
@@ -241,6 +242,26 @@ class Kubelets:
             c.api.update(c.rt("nodes"), "", rt.name, node, subresource="status", check_rv=False)
         finally:
             c.quiet = was_quiet
+        if ready and not was_ready:
+            self._pods_ready_again(rt.name)
+
+    def _pods_ready_again(self, node: str) -> None:
+        """A kubelet back after a restart reports its running containers ready again."""
+        c = self.cluster
+        rt = c.rt("pods")
+        for (ns, name), e in c.store.entries("pods"):
+            if not e.fields or e.fields[0] != node:
+                continue
+            pod = e.obj()
+            st = pod.get("status") or {}
+            if pod["metadata"].get("deletionTimestamp") or st.get("phase") != "Running":
+                continue
+            now = now_iso()
+            if set_condition(st, "Ready", "True", now=now, probe=True):
+                set_condition(st, "ContainersReady", "True", now=now, probe=True)
+                for cs in st.get("containerStatuses") or []:
+                    cs["ready"] = True
+                c.api.update(rt, ns, name, pod, subresource="status", check_rv=False)
 
     def lifecycle(self) -> None:
         """Node lifecycle controller: stale leases -> Unknown + taints; taint-based eviction.
