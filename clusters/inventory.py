@@ -78,6 +78,22 @@ def import_cluster(*, name: str, kubeconfig: str, user=None, description: str = 
     return cluster
 
 
+def replace_kubeconfig(cluster: Cluster, kubeconfig: str, *, user=None) -> Cluster:
+    """Swap in new credentials after checking them; the cluster's state follows what they show."""
+    view = check_kubeconfig(kubeconfig)
+    with transaction.atomic():
+        cluster.kubeconfig = kubeconfig
+        cluster.api_server = view.server
+        cluster.kubernetes_version = view.git_version
+        if cluster.state in SYNC_OWNED_STATES:
+            cluster.state, cluster.state_reason = Cluster.State.ACTIVE, ""
+        cluster.save(update_fields=["kubeconfig", "api_server", "kubernetes_version", "state", "state_reason",
+                                    "updated_at"])
+        audit.record("update", cluster, user=user, changes={"kubeconfig": ["••••••••", "(secret changed)"]},
+                     message="kubeconfig replaced")
+    return cluster
+
+
 # ------------------------------------------------------------------------------------------------ sync
 
 @dataclass
