@@ -61,6 +61,11 @@ class NodeRuntime:
     last_status: float = 0.0
     extra_labels: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def kubelet_running(self) -> bool:
+        """Posts status, renews its lease and runs pods (not while upgrading or after a failed upgrade)."""
+        return self.up and not self.upgrading and not self.failed
+
 
 class Cluster:
     def __init__(self, name: str, kind: str, version: str, loop: Loop, timings: Timings, *,

@@ -200,7 +200,7 @@ class Kubelets:
         c.quiet = True
         try:
             for rt in c.nodes.values():
-                if not rt.up or rt.upgrading:
+                if not rt.kubelet_running:
                     continue
                 if c.store.entry("nodes", "", rt.name) is None:
                     c.quiet = False
@@ -383,7 +383,7 @@ class Kubelets:
                 if c.store.entry("nodes", "", node) is None:
                     cm.delete("pods", meta["namespace"], meta["name"], grace=0)  # pod GC: orphaned pod
                 continue
-            if not rt.up or rt.upgrading:
+            if not rt.kubelet_running:
                 continue
             if uid in self._pod_timers:
                 if meta.get("deletionTimestamp") and self._pod_timers[uid].kind != "stop":
@@ -464,7 +464,7 @@ class Kubelets:
             return
         node = pod["spec"]["nodeName"]
         rt = c.nodes.get(node)
-        if rt is None or not rt.up or rt.upgrading:
+        if rt is None or not rt.kubelet_running:
             return
         now = now_iso()
         st = pod.setdefault("status", {})
@@ -535,7 +535,7 @@ class Kubelets:
             return
         node = dig(pod, "spec", "nodeName")
         rt = c.nodes.get(node or "")
-        if rt is not None and (not rt.up or rt.upgrading):
+        if rt is not None and not rt.kubelet_running:
             return
         if pod["metadata"].get("finalizers"):
             return

@@ -64,7 +64,8 @@ def begin_upgrade(cluster: Cluster, rt: NodeRuntime, version: str, on_done: Any)
         if not rt.upgrading:
             return
         if rt.fail_upgrade:
-            rt.failed = True
+            rt.upgrading = False
+            rt.failed = True  # the new kubelet never starts: no status, no lease
             cluster.log("node-upgrade", f"node {rt.name}: upgrade to {version} failed", node=rt.name)
             on_done(False)
             return
@@ -115,7 +116,7 @@ def node_agent(cluster: Cluster, cm: ControllerManager) -> None:
             continue
         name = node["metadata"]["name"]
         rt = cluster.nodes.get(name)
-        if rt is None or not rt.up or rt.upgrading:
+        if rt is None or not rt.up or (rt.upgrading and not rt.failed):
             continue
         state = ann.get(STATE, "")
         if desired == rt.version and not rt.failed:
@@ -336,12 +337,14 @@ def _drive_job(cluster: Cluster, cm: ControllerManager, plan: dict[str, Any], no
     job_obj = _job_for(plan, node, version, h)
     jname = job_obj["metadata"]["name"]
     job = cluster.store.get("jobs.batch", ns, jname)
+    st = _suc(cluster)
     if job is None:
         job = cm.create("jobs.batch", job_obj)
         if job is None:
             return
+        st.stage.pop(jname, None)  # a new Job runs its pod from the first init container
+        st.since.pop(jname, None)
         cluster.log("suc", f"plan {plan['metadata']['name']}: job {jname} for node {node}", node=node)
-    st = _suc(cluster)
     uid = job["metadata"]["uid"]
     pods = [p for p in cm.objs("pods", ns) if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])]
     pod = next((p for p in pods if pod_active(p) and dig(p, "status", "hostIP")), None)
@@ -388,6 +391,9 @@ def _drive_job(cluster: Cluster, cm: ControllerManager, plan: dict[str, Any], no
             if ok:
                 cluster.controllers.kubelets._finish(*pod_ref)
                 st.stage[jname] = "done"
+            else:  # the upgrade container failed: the Job runs it again (backoffLimit)
+                st.stage[jname] = "upgrade"
+                _retry_soon(cluster, st, jname)
 
         if rt.version == version:
             st.stage[jname] = "done"
