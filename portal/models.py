@@ -153,3 +153,6 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username or 'system'} {self.action} {self.object_repr}"
+
+
+from portal.sso.models import SAMLMessageID, SSOProvider, SSOSettings  # noqa: E402,F401 - SSO models live in this app

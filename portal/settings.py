@@ -176,3 +176,21 @@ DEFAULT_GLOBAL_ROLE = os.environ.get("CORRAL_DEFAULT_GLOBAL_ROLE", "user")
 CLUSTER_SYNC_INTERVAL = int(os.environ.get("CORRAL_CLUSTER_SYNC_INTERVAL", "300"))
 CLUSTER_SYNC_BATCH = int(os.environ.get("CORRAL_CLUSTER_SYNC_BATCH", "100"))
 CLUSTER_SYNC_THREADS = int(os.environ.get("CORRAL_CLUSTER_SYNC_THREADS", "16"))
+
+# ---------------------------------------------------------------------------------------------
+# SAML single sign-on (portal/sso). SSO providers and the local-login switch live in the
+# database and are managed in the admin; these settings only wire them into allauth.
+# ---------------------------------------------------------------------------------------------
+INSTALLED_APPS += ["portal.sso.apps.SSOConfig"]  # admin, template tags, local_login command (models are in "portal")
+AUTHENTICATION_BACKENDS = [
+    "portal.sso.backends.LocalLoginGate",  # refuses password logins when local login is off
+    *AUTHENTICATION_BACKENDS,
+    "portal.sso.backends.SAMLBackend",  # sessions opened by SAML logins are recorded under it
+]
+ACCOUNT_ADAPTER = "portal.sso.adapter.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "portal.sso.adapter.SocialAccountAdapter"
+SOCIALACCOUNT_PROVIDERS = {"saml": {"provider_class": "portal.sso.provider.CorralSAMLProvider"}}
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"  # the IdP vouches for its users; Corral sends no verification mail
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # never attach an IdP login to a local account by e-mail address
+# Break-glass: while set, superusers may sign in with a password even when local login is turned off.
+CORRAL_LOCAL_LOGIN_BREAK_GLASS = env_bool("CORRAL_LOCAL_LOGIN_BREAK_GLASS", False)

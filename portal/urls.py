@@ -6,6 +6,7 @@ from portal import health
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", include("portal.sso.urls")),  # SSO routes that take precedence over admin's and allauth's
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/rq/", include("django_rq.urls")),

@@ -30,7 +30,7 @@ def register_app_routes() -> None:
     """Each app's ``api/urls.py`` exposes ``register(router)``; collected once here."""
     from importlib import import_module
 
-    for app in ("rbac", "clusters", "backups", "scans", "catalog"):
+    for app in ("rbac", "clusters", "backups", "scans", "catalog", "portal.sso"):
         try:
             module = import_module(f"{app}.api.urls")
         except ModuleNotFoundError as exc:
