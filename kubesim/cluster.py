@@ -220,6 +220,16 @@ class Cluster:
 
     _again = False
 
+    def wake_in(self, delay: float) -> None:
+        """Reconcile again after `delay` (for controllers that poll, like a drain retry)."""
+        self._track(self.loop.call_later(delay, self.kick))
+
+    def _track(self, t: Timer) -> None:
+        self._timers.append(t)
+        if len(self._timers) > 256:
+            now = time.monotonic()
+            self._timers = [x for x in self._timers if not x.cancelled and x.when > now]
+
     def _reconcile(self) -> None:
         self._kick = None
         if not self.online:
@@ -247,9 +257,7 @@ class Cluster:
                 fn()
 
         t = self.loop.call_later(delay, run)
-        self._timers.append(t)
-        if len(self._timers) > 256:
-            self._timers = [x for x in self._timers if not x.cancelled and x.when > time.monotonic()]
+        self._track(t)
         return t
 
     def stop(self) -> None:

@@ -357,6 +357,7 @@ def _drive_job(cluster: Cluster, cm: ControllerManager, plan: dict[str, Any], no
     stage = st.stage.get(jname, "prepare")
     now_m = time.monotonic()
     if st.next_try.get(jname, 0) > now_m:
+        cluster.wake_in(st.next_try[jname] - now_m + 0.01)
         return
     rt = cluster.nodes.get(node)
     if stage == "prepare":
@@ -407,7 +408,7 @@ def _drive_job(cluster: Cluster, cm: ControllerManager, plan: dict[str, Any], no
 def _retry_soon(cluster: Cluster, st: SucState, jname: str) -> None:
     delay = max(0.05, min(2.0, cluster.timings.heartbeat / 4))
     st.next_try[jname] = time.monotonic() + delay
-    cluster.kick(delay + 0.01)
+    cluster.wake_in(delay + 0.01)
 
 
 def _plan_done(plan: dict[str, Any], cm: ControllerManager) -> bool:
