@@ -33,7 +33,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/corral_bench")
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/12")
-    os.environ.setdefault("CORRAL_DATA_DIR", str(work / "data"))
+    os.environ.setdefault("CORRAL_DATA_DIR", str(ROOT / "data" / "bench"))  # stable keys across runs
     os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
     _ensure_database(os.environ["DATABASE_URL"])
 
