@@ -21,4 +21,6 @@ class ClustersConfig(AppConfig):
         access.register(NodeUpgrade, access.Rule("cluster", cluster_path="upgrade__cluster"))
 
         jobs.register(cluster_jobs.SyncRunner, cluster_jobs.SyncFleetRunner)
+        from clusters.upgrades.runners import RUNNERS as upgrade_runners
+        jobs.register(*upgrade_runners)
         jobs.periodic(cluster_jobs.SyncFleetRunner.kind, every=settings.CLUSTER_SYNC_INTERVAL)

@@ -174,6 +174,9 @@ class NodeUpgrade(models.Model):
     batch = models.PositiveIntegerField(default=0)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     message = models.TextField(blank=True)
+    cordoned_before = models.BooleanField(
+        default=False, help_text="The node was cordoned before the upgrade; it stays cordoned afterwards"
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

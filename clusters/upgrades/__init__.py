@@ -1,0 +1,152 @@
+"""Zero-downtime Kubernetes upgrades: the service functions admin, API and config call.
+
+    job = start_upgrade(cluster, "v1.16.8", user=request.user)          # returns the portal Job
+    resume_upgrade(upgrade, user=request.user)                          # a paused one continues
+    cancel_upgrade(upgrade, user=request.user)                          # stops after in-flight nodes
+
+The work happens in ``clusters.upgrade`` jobs (see ``jobs.py``): ``rke.py`` for rke clusters
+(rolling or parallel), ``k3s.py`` for k3s clusters (system-upgrade-controller Plans).
+"""
+from __future__ import annotations
+
+import re
+
+from django.db import transaction
+from django.utils import timezone
+
+from clusters.models import Cluster, Upgrade
+from clusters.upgrades.planning import batch_size, plan_rke
+from portal import audit, jobs
+from portal.jobs.control import JobStateError, is_resumable
+from portal.models import Job
+
+__all__ = [
+    "UpgradeError", "active_upgrade", "batch_size", "cancel_upgrade", "plan_rke", "resume_upgrade", "start_upgrade",
+]
+
+MODES = ("rolling", "parallel")
+UPGRADABLE = (Cluster.Kind.RKE, Cluster.Kind.K3S)
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:\+k3s(\d+))?")
+
+
+class UpgradeError(ValueError):
+    """The upgrade cannot be started, resumed or cancelled; the message says why."""
+
+
+def _version_key(version: str) -> tuple[int, ...] | None:
+    match = _VERSION.match(version or "")
+    return tuple(int(g or 0) for g in match.groups()) if match else None
+
+
+def _user(user):
+    return user if user is not None and getattr(user, "is_authenticated", False) else None
+
+
+def active_upgrade(cluster: Cluster) -> Upgrade | None:
+    """The cluster's running or paused upgrade, if any."""
+    return cluster.upgrades.filter(state__in=(Upgrade.State.RUNNING, Upgrade.State.PAUSED)).first()
+
+
+@transaction.atomic
+def start_upgrade(cluster: Cluster, target: str, *, user=None, mode: str | None = None) -> Job:
+    """Record an upgrade of ``cluster`` to ``target`` and queue its job; returns the Job.
+
+    The strategy (batches, drain, timeouts; k3s concurrency and drain) is the one in the
+    cluster's current config, copied onto the Upgrade so later config edits do not change
+    an upgrade under way. ``mode`` overrides the config's upgrade_strategy.mode.
+    Raises UpgradeError when the cluster cannot be upgraded to ``target`` now.
+    """
+    from clusters import config, schema
+    from clusters.upgrades.runners import UpgradeRunner
+
+    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    if cluster.kind not in UPGRADABLE:
+        raise UpgradeError(f"{cluster.name} is an imported cluster; its Kubernetes is upgraded outside Corral.")
+    target = (target or "").strip()
+    supported = schema.SUPPORTED_VERSIONS.get(cluster.kind, [])
+    if target not in supported:
+        raise UpgradeError(f"{target or 'An empty version'} is not a supported {cluster.kind} version; "
+                           f"choose one of {', '.join(supported)}.")
+    current, wanted = _version_key(cluster.kubernetes_version), _version_key(target)
+    if current and wanted and wanted < current:
+        raise UpgradeError(f"{cluster.name} runs {cluster.kubernetes_version}; going back to {target} is a "
+                           "downgrade, which needs a restore of a snapshot, not an upgrade.")
+    running = active_upgrade(cluster)
+    if running is not None:
+        raise UpgradeError(f"An upgrade of {cluster.name} to {running.to_version} is already {running.state}; "
+                           "resume or cancel it first.")
+    document = config.current_document(cluster)
+    strategy = dict(document.get("upgrade_strategy") or schema.defaults()["upgrade_strategy"])
+    if cluster.kind == Cluster.Kind.K3S:
+        strategy["k3s"] = dict(document.get("k3s_upgrade_strategy") or schema.defaults()["k3s_upgrade_strategy"])
+    mode = mode or strategy.get("mode") or "rolling"
+    if mode not in MODES:
+        raise UpgradeError(f'mode must be "rolling" or "parallel", not {mode!r}.')
+    strategy["mode"] = mode
+    upgrade = Upgrade.objects.create(
+        cluster=cluster, from_version=cluster.kubernetes_version, to_version=target, mode=mode, strategy=strategy,
+        created_by=_user(user),
+    )
+    job = jobs.enqueue(UpgradeRunner.kind, target=upgrade, cluster=cluster, user=user,
+                       params={"upgrade_id": upgrade.pk})
+    upgrade.job = job
+    upgrade.save(update_fields=["job"])
+    Cluster.objects.filter(pk=cluster.pk).update(state=Cluster.State.UPGRADING,
+                                                 state_reason=f"Upgrade to {target} ({mode}) queued")
+    audit.record("upgrade", cluster, user=user, changes={"kubernetes_version": [cluster.kubernetes_version, target]},
+                 message=f"upgrade {cluster.kubernetes_version} → {target} ({mode})")
+    return job
+
+
+@transaction.atomic
+def resume_upgrade(upgrade: Upgrade, *, user=None) -> Job:
+    """Queue a paused upgrade's job again; it continues from the stored node states."""
+    upgrade = Upgrade.objects.select_for_update().select_related("job", "cluster").get(pk=upgrade.pk)
+    job = upgrade.job
+    if job is None:
+        raise UpgradeError("This upgrade has no job to resume.")
+    if upgrade.state in (Upgrade.State.SUCCEEDED, Upgrade.State.CANCELLED) or not is_resumable(job):
+        raise UpgradeError(f"The upgrade is {upgrade.state} and its job {job.status}; only a paused upgrade "
+                           "can be resumed.")
+    try:
+        job = jobs.resume(job, user=user)
+    except JobStateError as exc:
+        raise UpgradeError(str(exc)) from None
+    Upgrade.objects.filter(pk=upgrade.pk).update(state=Upgrade.State.RUNNING, reason="", finished_at=None)
+    Cluster.objects.filter(pk=upgrade.cluster_id).update(
+        state=Cluster.State.UPGRADING, state_reason=f"Upgrade to {upgrade.to_version} resuming")
+    audit.record("resume", upgrade.cluster, user=user, message=f"resume upgrade to {upgrade.to_version}")
+    return job
+
+
+@transaction.atomic
+def cancel_upgrade(upgrade: Upgrade, *, user=None) -> Upgrade:
+    """Stop an upgrade. A running job starts no new node, lets nodes being upgraded finish, then
+    uncordons what it held; a paused or queued one is cancelled at once and a short job releases
+    any node it still holds."""
+    from clusters.upgrades.runners import ReleaseRunner
+
+    upgrade = Upgrade.objects.select_for_update().select_related("job", "cluster").get(pk=upgrade.pk)
+    if upgrade.state in (Upgrade.State.SUCCEEDED, Upgrade.State.FAILED, Upgrade.State.CANCELLED):
+        raise UpgradeError(f"The upgrade has already {upgrade.state}.")
+    job = upgrade.job
+    if job is not None and job.status not in Job.FINISHED:
+        try:
+            job = jobs.cancel(job, user=user)
+        except JobStateError as exc:
+            raise UpgradeError(str(exc)) from None
+    if job is not None and job.status == Job.Status.RUNNING:
+        audit.record("cancel", upgrade.cluster, user=user, message=f"cancel upgrade to {upgrade.to_version}")
+        return upgrade  # the runner stops at its next look and records the outcome
+    done = upgrade.nodes.filter(state="active").count()
+    total = upgrade.nodes.count()
+    reason = f"cancelled on request; {done} of {total} nodes were upgraded to {upgrade.to_version}"
+    Upgrade.objects.filter(pk=upgrade.pk).update(state=Upgrade.State.CANCELLED, reason=reason,
+                                                 finished_at=timezone.now())
+    Cluster.objects.filter(pk=upgrade.cluster_id).update(
+        state=Cluster.State.ACTIVE, state_reason=f"Upgrade to {upgrade.to_version} cancelled: {reason}")
+    audit.record("cancel", upgrade.cluster, user=user, message=f"cancel upgrade to {upgrade.to_version}")
+    jobs.enqueue(ReleaseRunner.kind, target=upgrade, cluster=upgrade.cluster, user=user,
+                 params={"upgrade_id": upgrade.pk})
+    upgrade.refresh_from_db()
+    return upgrade

@@ -1,0 +1,238 @@
+"""What every upgrade run does, whatever the cluster kind: plan once, advance, stop safely.
+
+The engine keeps all of its state in the database (Upgrade and NodeUpgrade rows), so a
+run can stop at any point — paused, cancelled, its worker killed — and the next run of the
+same job continues from the stored node states.
+
+Stopping is always graceful: a pause (a node that did not come back, a drain that cannot
+finish, an unreachable cluster) or a cancel starts no new node, lets the nodes already
+being upgraded finish (or time out), then uncordons what the upgrade cordoned.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from clusters import kube
+from clusters.models import Cluster, NodeUpgrade, Upgrade
+from clusters.upgrades.nodes import ClusterApi
+from clusters.upgrades.planning import PlannedNode, describe
+from clusters.upgrades.records import Recorder, percent
+from portal.jobs import JobCancelled, JobFailed, JobPaused, NullReporter, Reporter
+
+logger = logging.getLogger("corral.clusters")
+
+S = NodeUpgrade.State
+U = Upgrade.State
+POLL_MIN, POLL_MAX, POLL_SHARE = 0.05, 2.0, 0.03
+CHECK_EVERY = 0.5
+
+
+class Halt(Exception):
+    """The upgrade stops and can be resumed; the message says why, in words."""
+
+
+class Engine:
+    """Base of the rke and k3s engines: lifecycle, bookkeeping, polling, cancellation."""
+
+    def __init__(self, upgrade: Upgrade, reporter: Reporter | None = None, job_id=None):
+        self.upgrade = upgrade
+        self.cluster: Cluster = upgrade.cluster
+        self.reporter = reporter or NullReporter()
+        self.strategy: dict[str, Any] = upgrade.strategy or {}
+        self.target = upgrade.to_version
+        self.rolling = upgrade.mode != "parallel"
+        self.rec = Recorder(upgrade, job_id if job_id is not None else upgrade.job_id)
+        self.api: ClusterApi | None = None
+        self.rows: list[NodeUpgrade] = []
+        self.pause_reasons: list[str] = []
+        self.cancelling = False
+        self._last_check = 0.0
+        self._last_progress: tuple[int, str] | None = None
+
+    # ------------------------------------------------------------------ for subclasses
+    def plan(self, nodes: dict[str, dict[str, Any]]) -> list[PlannedNode]:
+        raise NotImplementedError
+
+    def execute(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Give back what the upgrade holds (cordons, plans) when it stops before the end."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def node_timeout(self) -> int:
+        return int(self.strategy.get("node_upgrade_timeout") or 600)
+
+    @property
+    def halted(self) -> bool:
+        return bool(self.pause_reasons) or self.cancelling
+
+    def pause(self, reason: str) -> None:
+        if reason not in self.pause_reasons:
+            self.pause_reasons.append(reason)
+            self.rec.log(f"Pausing: {reason}", "warning")
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict[str, Any]:
+        self.upgrade.refresh_from_db()
+        if self.upgrade.state in (U.SUCCEEDED, U.FAILED, U.CANCELLED):
+            self.rec.log(f"The upgrade has already {self.upgrade.state}; nothing to do")
+            self.rec.flush()
+            return {"upgrade": self.upgrade.pk, "state": self.upgrade.state}
+        started = time.monotonic()
+        self._mark_running()
+        try:
+            self.api = ClusterApi(self.cluster.kubeconfig)
+            self._ensure_plan()
+            self.execute()
+            if self.cancelling:
+                raise JobCancelled("cancelled on request")
+            if self.pause_reasons:
+                raise Halt("; ".join(self.pause_reasons))
+            seconds = round(time.monotonic() - started, 2)
+            self._finish(U.SUCCEEDED, "")
+            self.rec.log(f"All {len(self.rows)} nodes run {self.target} ({seconds} s)")
+        except JobCancelled:
+            self._safe_release()
+            self._finish(U.CANCELLED, self._cancel_summary())
+            raise
+        except Halt as exc:
+            self._safe_release()
+            self._finish(U.PAUSED, str(exc))
+            raise JobPaused(str(exc)) from None
+        except (kube.ClusterError, kube.KubeconfigError) as exc:
+            reason = getattr(exc, "reason", str(exc))
+            self.rec.log(f"The cluster could not be used: {reason}", "error")
+            self._safe_release()
+            self._finish(U.PAUSED, f"the cluster could not be used: {reason}")
+            raise JobPaused(f"the cluster could not be used: {reason}") from None
+        except JobFailed as exc:
+            self._safe_release()
+            self._finish(U.FAILED, str(exc))
+            raise
+        except Exception as exc:
+            self._safe_release()
+            self._finish(U.FAILED, f"unexpected error: {exc.__class__.__name__}: {exc}")
+            raise
+        finally:
+            self.rec.flush()
+            if self.api is not None:
+                self.api.close()
+        return {"upgrade": self.upgrade.pk, "nodes": len(self.rows), "batches": len({r.batch for r in self.rows}),
+                "to_version": self.target, "seconds": seconds}
+
+    def _mark_running(self) -> None:
+        with transaction.atomic():
+            Upgrade.objects.filter(pk=self.upgrade.pk).update(state=U.RUNNING, reason="")
+            Cluster.objects.filter(pk=self.cluster.pk).update(
+                state=Cluster.State.UPGRADING,
+                state_reason=f"Upgrading to {self.target} ({self.upgrade.mode})")
+        self.upgrade.state, self.upgrade.reason = U.RUNNING, ""
+
+    def _ensure_plan(self) -> None:
+        self.rows = list(self.upgrade.nodes.order_by("batch", "node_name"))
+        if self.rows:
+            done = sum(r.state == S.ACTIVE for r in self.rows)
+            self.rec.log(f"Continuing: {done} of {len(self.rows)} nodes done")
+            return
+        planned = self.plan(self.api.nodes())
+        if not planned:
+            raise JobFailed("the cluster has no nodes to upgrade")
+        with transaction.atomic():
+            NodeUpgrade.objects.bulk_create([
+                NodeUpgrade(upgrade=self.upgrade, node_name=p.name, role=p.role, batch=p.batch,
+                            cordoned_before=p.cordoned_before) for p in planned
+            ])
+        self.rows = list(self.upgrade.nodes.order_by("batch", "node_name"))
+        self.rec.log(f"Plan for {self.upgrade.from_version or '?'} → {self.target} ({self.upgrade.mode}): "
+                     f"{len(planned)} nodes; {describe(planned)}")
+        for p in planned:
+            if p.cordoned_before:
+                self.rec.log(f"{p.role} node {p.name} was already cordoned; it stays cordoned after its upgrade")
+
+    def _safe_release(self) -> None:
+        if self.api is None:
+            return
+        try:
+            self.release()
+        except (kube.ClusterError, kube.KubeconfigError) as exc:
+            held = [r.node_name for r in self.rows if r.state not in (S.PENDING, S.ACTIVE)]
+            self.rec.log(f"Could not release nodes {', '.join(held)}: {getattr(exc, 'reason', exc)}; "
+                         "they are released when the upgrade is resumed or cancelled", "error")
+        except Exception:  # noqa: BLE001 - releasing must not hide why the run stopped
+            logger.exception("upgrade %s: releasing nodes failed", self.upgrade.pk)
+        self.rec.flush()
+
+    def _finish(self, state: str, reason: str) -> None:
+        now = timezone.now()
+        version = ""
+        if state != U.PAUSED and self.api is not None:
+            try:
+                version = self.api.version()
+            except (kube.ClusterError, Exception):  # noqa: BLE001 - the version is a nicety here
+                version = ""
+        with transaction.atomic():
+            fields: dict[str, Any] = {"state": state, "reason": reason}
+            if state != U.PAUSED:
+                fields["finished_at"] = now
+            Upgrade.objects.filter(pk=self.upgrade.pk).update(**fields)
+            cluster_fields: dict[str, Any]
+            if state == U.SUCCEEDED:
+                cluster_fields = {"state": Cluster.State.ACTIVE, "state_reason": "",
+                                  "kubernetes_version": version or self.target}
+            elif state == U.PAUSED:
+                cluster_fields = {"state": Cluster.State.UPGRADING,
+                                  "state_reason": f"Upgrade to {self.target} paused: {reason}"}
+            else:
+                cluster_fields = {"state": Cluster.State.ACTIVE,
+                                  "state_reason": f"Upgrade to {self.target} {state}: {reason}"}
+                if version:
+                    cluster_fields["kubernetes_version"] = version
+            Cluster.objects.filter(pk=self.cluster.pk).update(**cluster_fields)
+        for key, value in fields.items():
+            setattr(self.upgrade, key, value)
+        if state != U.PAUSED:
+            self.refresh_inventory()
+
+    def refresh_inventory(self) -> None:
+        from clusters import inventory
+
+        try:
+            inventory.sync_clusters([self.cluster.pk])
+        except Exception:  # noqa: BLE001 - the periodic sync catches up
+            logger.exception("inventory refresh after upgrade %s failed", self.upgrade.pk)
+
+    def _cancel_summary(self) -> str:
+        done = sum(r.state == S.ACTIVE for r in self.rows)
+        return f"cancelled on request; {done} of {len(self.rows)} nodes were upgraded to {self.target}"
+
+    # ------------------------------------------------------------------ helpers for the loops
+    def tick(self, message: str) -> None:
+        """Progress to the job (only when it changed) and a check for cancellation."""
+        now = time.monotonic()
+        progress = (min(99, percent(self.rows)), message)
+        try:
+            if progress != self._last_progress:
+                self._last_progress = progress
+                self._last_check = now
+                self.reporter.progress(*progress)
+            elif now - self._last_check >= CHECK_EVERY:
+                self._last_check = now
+                self.reporter.checkpoint()
+        except JobCancelled:
+            if not self.cancelling:
+                self.cancelling = True
+                self.rec.log("Cancellation requested: no new node starts; nodes being upgraded finish first",
+                             "warning")
+
+    @staticmethod
+    def sleep(waited: float) -> None:
+        """Poll often at first and less as a wait grows, so polling costs at most a few percent."""
+        time.sleep(min(POLL_MAX, max(POLL_MIN, waited * POLL_SHARE)))

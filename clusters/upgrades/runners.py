@@ -1,0 +1,60 @@
+"""RQ entry points for upgrades: thin runners over the engines."""
+from __future__ import annotations
+
+from clusters import kube
+from clusters.models import Upgrade
+from portal import jobs
+
+
+def engine_for(upgrade: Upgrade, reporter=None, job_id=None):
+    from clusters.upgrades.k3s import K3sEngine
+    from clusters.upgrades.rke import RkeEngine
+
+    engine = K3sEngine if upgrade.cluster.kind == "k3s" else RkeEngine
+    return engine(upgrade, reporter, job_id)
+
+
+class UpgradeRunner(jobs.JobRunner):
+    """Upgrades a cluster's Kubernetes node by node; paused or killed, it continues from the stored node states."""
+
+    kind = "clusters.upgrade"
+    queue = "clusters"
+    resumable = True
+    timeout = 24 * 3600
+    description = "Upgrade a cluster's Kubernetes"
+
+    def run(self) -> dict:
+        upgrade = Upgrade.objects.select_related("cluster").filter(pk=self.params.get("upgrade_id")).first()
+        if upgrade is None:
+            raise jobs.JobFailed("the upgrade this job was for no longer exists")
+        return engine_for(upgrade, reporter=self, job_id=self.job.pk).run()
+
+
+class ReleaseRunner(jobs.JobRunner):
+    """After an upgrade is cancelled while no worker runs it: uncordon what it held and delete its Plans."""
+
+    kind = "clusters.upgrade_release"
+    queue = "clusters"
+    description = "Release the nodes of a cancelled upgrade"
+
+    def run(self) -> dict:
+        from clusters.upgrades.nodes import ClusterApi
+
+        upgrade = Upgrade.objects.select_related("cluster").get(pk=self.params["upgrade_id"])
+        engine = engine_for(upgrade, reporter=self, job_id=self.job.pk)
+        engine.rows = list(upgrade.nodes.order_by("batch", "node_name"))
+        engine.api = ClusterApi(upgrade.cluster.kubeconfig)
+        try:
+            engine.release()
+        except (kube.ClusterError, kube.KubeconfigError) as exc:
+            raise jobs.JobFailed(f"could not release the nodes: {getattr(exc, 'reason', exc)}") from None
+        finally:
+            engine.rec.flush()
+            engine.api.close()
+        engine.refresh_inventory()
+        held = [r.node_name for r in engine.rows if r.state not in ("pending", "active")]
+        self.log(f"Released the nodes of the cancelled upgrade to {upgrade.to_version}")
+        return {"upgrade": upgrade.pk, "nodes_not_upgraded": held}
+
+
+RUNNERS = (UpgradeRunner, ReleaseRunner)
