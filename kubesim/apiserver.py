@@ -228,6 +228,10 @@ class ApiServer:
     # ------------------------------------------------------------------ helpers
     def _body(self, req: Request) -> dict[str, Any]:
         ctype = req.headers.get("content-type", "").split(";")[0].strip()
+        if ctype == "application/vnd.kubernetes.protobuf":
+            from .protobuf import decode
+
+            return decode(req.body)
         if ctype and ctype not in (JSON, "application/yaml", "*/*", "text/plain") and not ctype.endswith("+json"):
             raise errors.unsupported_media_type(ctype)
         try:

@@ -200,3 +200,24 @@ def test_get_watch_streams_table_rows(fleet: Fleet, kubectl_binary: str, tmp_pat
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_create_generators(fleet: Fleet, kubectl_binary: str, tmp_path: Path) -> None:
+    """kubectl 1.33 sends these bodies as protobuf; 1.27 as JSON. Both must land the same."""
+    k = _kc(fleet, "new1", kubectl_binary, tmp_path)
+    k.out("create", "configmap", "gen-cm", "--from-literal=a=b")
+    k.out("create", "secret", "generic", "gen-secret", "--from-literal=token=s3cr3t")
+    k.out("create", "deployment", "gen-dep", "--image=nginx:1.25", "--port=80", "--replicas=2")
+    k.out("run", "gen-pod", "--image=busybox:1.36", "--labels=run=gen", "--env=X=1")
+    cm = json.loads(k.out("get", "configmap", "gen-cm", "-o", "json"))
+    assert cm["data"] == {"a": "b"}
+    secret = json.loads(k.out("get", "secret", "gen-secret", "-o", "json"))
+    assert secret["data"] == {"token": "czNjcjN0"} and secret["type"] == "Opaque"
+    dep = json.loads(k.out("get", "deployment", "gen-dep", "-o", "json"))
+    assert dep["spec"]["replicas"] == 2
+    ctr = dep["spec"]["template"]["spec"]["containers"][0]
+    assert ctr["image"] == "nginx:1.25" and ctr["ports"][0]["containerPort"] == 80
+    assert "successfully rolled out" in k.out("rollout", "status", "deployment/gen-dep", "--timeout=30s")
+    pod = json.loads(k.out("get", "pod", "gen-pod", "-o", "json"))
+    assert pod["metadata"]["labels"] == {"run": "gen"}
+    assert pod["spec"]["containers"][0]["env"] == [{"name": "X", "value": "1"}]
