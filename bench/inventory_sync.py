@@ -70,8 +70,8 @@ def _ensure_database(url: str) -> None:
 
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # a fresh database each run
+        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def _run(args, kubeconfigs: Path, work: Path) -> int:
@@ -88,8 +88,6 @@ def _run(args, kubeconfigs: Path, work: Path) -> int:
     from portal import jobs
     from portal.models import Job
 
-    Cluster.objects.all().delete()
-    Job.objects.all().delete()
     Cluster.objects.bulk_create(
         [Cluster(name=p.stem, kind="rke", state="active", kubeconfig=p.read_text()) for p in sorted(kubeconfigs.glob("*.yaml"))],
         batch_size=500,

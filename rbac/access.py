@@ -127,18 +127,9 @@ def forget(user) -> None:
 
 def restrict(queryset: QuerySet, user, action: str = "view") -> QuerySet:
     """The subset of ``queryset`` on which ``user`` may perform ``action``."""
-    grants = grants_for(user)
-    if grants.user_id is None:
-        return queryset.none()
-    if grants.is_admin():
-        return queryset
-    try:
-        rule = rule_for(queryset.model)
-    except LookupError:
-        return queryset.none()
-    perm = f"{rule.resource}.{action}"
-    if grants.global_allows(perm):
-        return queryset
+    answer, grants, rule, perm = _global_answer(user, queryset.model, action)
+    if answer is not None:
+        return queryset if answer else queryset.none()
     q = Q(pk__in=[])
     if rule.cluster_path:
         q |= Q(**{f"{rule.cluster_path}__in": grants.clusters_allowing(perm)})
@@ -163,20 +154,28 @@ def _resolve(obj: Any, path: str):
     return getattr(obj, f"{last}_id", getattr(obj, last, None))
 
 
-def can(user, action: str, obj: Model) -> bool:
-    """Whether ``user`` may perform ``action`` on ``obj`` (answered from memory, no query per object)."""
+def _global_answer(user, model: type[Model], action: str) -> tuple[bool | None, Grants, Rule | None, str]:
+    """What can be answered without looking at an object: no user, admin, unknown model, global grant."""
     grants = grants_for(user)
     if grants.user_id is None:
-        return False
+        return False, grants, None, ""
     if grants.is_admin():
-        return True
+        return True, grants, None, ""
     try:
-        rule = rule_for(obj.__class__)
+        rule = rule_for(model)
     except LookupError:
-        return False
+        return False, grants, None, ""
     perm = f"{rule.resource}.{action}"
     if grants.global_allows(perm):
-        return True
+        return True, grants, rule, perm
+    return None, grants, rule, perm
+
+
+def can(user, action: str, obj: Model) -> bool:
+    """Whether ``user`` may perform ``action`` on ``obj`` (answered from memory, no query per object)."""
+    answer, grants, rule, perm = _global_answer(user, obj.__class__, action)
+    if answer is not None:
+        return answer
     if rule.cluster_path:
         cluster_id = _resolve(obj, rule.cluster_path)
         if grants.cluster_allows(cluster_id, perm):
@@ -190,18 +189,9 @@ def can(user, action: str, obj: Model) -> bool:
 
 def can_create(user, model: type[Model], *, cluster_id: int | None = None, project_id: int | None = None) -> bool:
     """Whether ``user`` may add a ``model`` object, globally or under the given cluster or project."""
-    grants = grants_for(user)
-    if grants.user_id is None:
-        return False
-    if grants.is_admin():
-        return True
-    try:
-        rule = rule_for(model)
-    except LookupError:
-        return False
-    perm = f"{rule.resource}.add"
-    if grants.global_allows(perm):
-        return True
+    answer, grants, _rule, perm = _global_answer(user, model, "add")
+    if answer is not None:
+        return answer
     if project_id is not None and grants.project_allows(project_id, perm):
         return True
     return cluster_id is not None and grants.cluster_allows(cluster_id, perm)
@@ -209,20 +199,11 @@ def can_create(user, model: type[Model], *, cluster_id: int | None = None, proje
 
 def may_add_somewhere(user, model: type[Model]) -> bool:
     """For showing an "Add" button: is there any place this user may add a ``model``?"""
-    grants = grants_for(user)
-    if grants.user_id is None:
-        return False
-    if grants.is_admin():
-        return True
-    try:
-        rule = rule_for(model)
-    except LookupError:
-        return False
-    perm = f"{rule.resource}.add"
-    return (
-        grants.global_allows(perm)
-        or bool(rule.cluster_path and grants.clusters_allowing(perm))
-        or bool(rule.project_path and (grants.projects_allowing(perm) or grants.clusters_allowing(perm)))
+    answer, grants, rule, perm = _global_answer(user, model, "add")
+    if answer is not None:
+        return answer
+    return bool(rule.cluster_path and grants.clusters_allowing(perm)) or bool(
+        rule.project_path and (grants.projects_allowing(perm) or grants.clusters_allowing(perm))
     )
 
 

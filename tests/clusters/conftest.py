@@ -1,8 +1,4 @@
-"""A small simulated fleet for cluster tests: one cluster of each kind."""
-from __future__ import annotations
-
-import pytest
-
+"""Cluster tests use the ``fleet`` fixture from tests/conftest.py."""
 SMALL_FLEET = {
     "defaults": {"timings": {"pod_start": 0.2, "upgrade_down": 0.5, "heartbeat": 1, "node_grace": 4}},
     "clusters": [
@@ -13,10 +9,3 @@ SMALL_FLEET = {
 }
 
 
-@pytest.fixture
-def fleet():
-    from kubesim import start_fleet
-
-    sim = start_fleet(SMALL_FLEET, time_scale=0.2)
-    yield sim
-    sim.stop()

@@ -92,7 +92,7 @@ def test_admin_blank_secret_keeps_the_stored_one(client, admin_user):
         f"/admin/clusters/cluster/{cluster.pk}/change/",
         {"name": "prod", "description": "renamed", "kind": "imported", "state": "active",
          "state_reason": "", "kubernetes_version": "", "kubeconfig": "",
-         "projects-TOTAL_FORMS": "0", "projects-INITIAL_FORMS": "0"},
+         "projects-TOTAL_FORMS": "0", "projects-INITIAL_FORMS": "0", "nodes-TOTAL_FORMS": "0", "nodes-INITIAL_FORMS": "0"},
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     cluster.refresh_from_db()
