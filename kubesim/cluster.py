@@ -100,6 +100,7 @@ class Cluster:
         self.uid = new_uid()
         self.lock = self.store.lock
         self._version_cache: str = version
+        self._minor = parse_version(version)[1]
         self._reconciling = False
         from .controllers import ControllerManager
 
@@ -116,10 +117,11 @@ class Cluster:
         cp = [n.version for n in self.nodes.values() if {"controlplane", "master", "server"} & set(n.roles)]
         if cp:
             self._version_cache = min(cp, key=lambda v: parse_version(v)[:3])
+        self._minor = parse_version(self._version_cache)[1]
 
     @property
     def minor(self) -> int:
-        return parse_version(self.version)[1]
+        return self._minor
 
     def version_info(self) -> dict[str, Any]:
         major, minor, _, _ = parse_version(self.version)
@@ -232,9 +234,6 @@ class Cluster:
 
     def _reconcile(self) -> None:
         self._kick = None
-        if not self.online:
-            self.kick(0.5)
-            return
         with self.lock:
             self._reconciling = True
             try:

@@ -263,6 +263,7 @@ def settle(c: Cluster, passes: int = 30) -> None:
         c.controllers.reconcile()
         if c.store.rv == before:
             break
+    c.controllers._decoded.clear()
     if c._kick is not None:
         c._kick.cancel()
         c._kick = None

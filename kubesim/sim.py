@@ -108,7 +108,9 @@ class Fleet:
 
     # ------------------------------------------------------------------ control
     def set_online(self, name: str, online: bool, mode: str = "503") -> None:
-        """Take a cluster off the network (`mode` "503" answers 503, "refuse" drops connections)."""
+        """Take a cluster off the network (`mode` "503" answers 503, "refuse" drops connections).
+
+        Only the way in is cut: the cluster's own controllers and kubelets keep running."""
         if mode not in ("503", "refuse"):
             raise ValueError("mode must be '503' or 'refuse'")
         c = self.cluster(name)

@@ -22,6 +22,9 @@ class ControllerManager:
 
         self.cluster = cluster
         self._cache: dict[str, list[dict[str, Any]]] = {}
+        # decoded objects by (id, revision) of their immutable entries; kept across passes
+        # only while a cluster bootstraps (settle), else dropped with each pass
+        self._decoded: dict[tuple[int, int], dict[str, Any]] = {}
         self.kubelets = kubelet.Kubelets(cluster)
         self.steps = [
             workloads.namespaces,
@@ -47,7 +50,15 @@ class ControllerManager:
         """Decoded objects of `key` for this pass: read-only."""
         got = self._cache.get(key)
         if got is None:
-            got = self._cache[key] = [e.obj() for _, e in self.cluster.store.entries(key)]
+            dec = self._decoded
+            got = []
+            for _, e in self.cluster.store.entries(key):
+                k = (id(e), e.rv)
+                o = dec.get(k)
+                if o is None:
+                    o = dec[k] = e.obj()
+                got.append(o)
+            self._cache[key] = got
         if ns is None:
             return got
         return [o for o in got if o["metadata"].get("namespace") == ns]
@@ -58,6 +69,8 @@ class ControllerManager:
                 step(self.cluster, self)
         finally:
             self._cache.clear()
+            if not self.cluster.bootstrapping:
+                self._decoded.clear()
 
     def start(self) -> None:
         self.kubelets.start()

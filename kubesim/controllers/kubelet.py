@@ -183,9 +183,8 @@ class Kubelets:
         def tick() -> None:
             if self._stopped:
                 return
-            if self.cluster.online:
-                with self.cluster.lock:
-                    fn()
+            with self.cluster.lock:  # the cluster keeps running while unreachable from outside
+                fn()
             self._timers.append(self.cluster.loop.call_later(period, tick))
             if len(self._timers) > 8:
                 self._timers = self._timers[-4:]
@@ -411,8 +410,6 @@ class Kubelets:
     def _schedule(self, uid: str, delay: float, kind: str, ns: str, name: str) -> None:
         def run() -> None:
             self._pod_timers.pop(uid, None)
-            if not self.cluster.online:
-                return
             with self.cluster.lock:
                 if kind == "start":
                     self._start(ns, name)
@@ -505,9 +502,13 @@ class Kubelets:
         order = {"Initialized": 0, "Ready": 1, "ContainersReady": 2, "PodScheduled": 3}
         st["conditions"].sort(key=lambda x: order.get(x.get("type"), 9))
         c.api.update(c.rt("pods"), ns, name, pod, subresource="status", check_rv=False)
-        if running:
+        if running and c.record_events:
             for ctr in pod["spec"].get("containers") or []:
-                c.event(pod, "Normal", "Started", f"Started container {ctr.get('name')}", "kubelet", node)
+                cname = ctr.get("name")
+                c.event(pod, "Normal", "Pulled", f'Container image "{ctr.get("image")}" already present on machine',
+                        "kubelet", node)
+                c.event(pod, "Normal", "Created", f"Created container {cname}", "kubelet", node)
+                c.event(pod, "Normal", "Started", f"Started container {cname}", "kubelet", node)
 
     def _finish(self, ns: str, name: str, exit_code: int = 0) -> None:
         c = self.cluster
