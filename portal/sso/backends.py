@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.backends import BaseBackend, ModelBackend
+from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import PermissionDenied
 
 SAML_BACKEND = "portal.sso.backends.SAMLBackend"
@@ -33,11 +33,13 @@ def local_login_allowed(username: str | None) -> bool:
     return get_user_model()._default_manager.filter(username=username, is_superuser=True, is_active=True).exists()
 
 
-class LocalLoginGate(BaseBackend):
+class LocalLoginGate:
     """First in ``AUTHENTICATION_BACKENDS``: stops every password check when local login is off.
 
     Raising ``PermissionDenied`` makes Django skip the remaining backends (ModelBackend and
     allauth's) and send ``user_login_failed``, so the refusal is audited like any failed login.
+    Deliberately not a ``BaseBackend``: without ``get_user`` it is never chosen as the backend
+    a session is recorded under (``login()``, ``Client.force_login()``), and it grants no permissions.
     """
 
     def authenticate(self, request, password=None, **credentials):

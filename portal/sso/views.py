@@ -14,18 +14,16 @@ from portal.sso.errors import SAMLRefused
 
 
 def render_refusal(request, refusal: SAMLRefused):
-    """allauth's error page with Corral's sentence; the adapter writes the failed-login audit row."""
+    """allauth's error page (HTTP 401) with Corral's sentence; the adapter writes the failed-login audit row."""
     from allauth.socialaccount.adapter import get_adapter
 
     provider = None
     if refusal.provider is not None:
         provider = get_adapter().get_provider(request, "saml", client_id=refusal.provider.slug)
-    response = render_authentication_error(
+    return render_authentication_error(
         request, provider,
         extra_context={"corral_refusal": {"code": refusal.code, "reason": refusal.reason, "detail": ""}},
     )
-    response.status_code = 403
-    return response
 
 
 def finish_acs(request, organization_slug: str):

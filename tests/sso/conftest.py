@@ -27,12 +27,9 @@ def sp_keypair() -> tuple[str, str]:
 def make_provider(db, idp, sp_keypair):
     def make(slug: str = SLUG, *, metadata: str | None = None, **fields) -> SSOProvider:
         key, cert = sp_keypair
-        provider = SSOProvider(
-            name=fields.pop("name", "Example University"), slug=slug, enabled=fields.pop("enabled", True),
-            sp_entity_id=SP_ENTITY_ID,
-            idp_metadata_xml=idp.metadata() if metadata is None else metadata, sp_certificate=cert, sp_private_key=key,
-            **fields,
-        )
+        values = {"name": "Example University", "enabled": True, "sp_entity_id": SP_ENTITY_ID,
+                  "sp_certificate": cert, "sp_private_key": key, **fields}
+        provider = SSOProvider(slug=slug, idp_metadata_xml=idp.metadata() if metadata is None else metadata, **values)
         services.apply_metadata(provider)
         provider.save()
         return provider

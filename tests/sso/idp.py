@@ -94,6 +94,24 @@ def sign_document(root: etree._Element, key_pem: str, cert_pem: str) -> None:
     ctx.sign(signature)
 
 
+def encrypt_assertion(assertion: etree._Element, sp_cert_pem: str) -> None:
+    """Replace ``assertion`` by an EncryptedAssertion for the SP's certificate (AES-128-CBC, RSA-OAEP), as Shibboleth does."""
+    wrapper = etree.Element(f"{{{SAML}}}EncryptedAssertion")
+    assertion.addprevious(wrapper)
+    wrapper.append(assertion)
+    data = xmlsec.template.encrypted_data_create(wrapper, xmlsec.constants.TransformAes128Cbc,
+                                                 type=xmlsec.constants.TypeEncElement, ns="xenc")
+    xmlsec.template.encrypted_data_ensure_cipher_value(data)
+    key_info = xmlsec.template.encrypted_data_ensure_key_info(data, ns="ds")
+    encrypted_key = xmlsec.template.add_encrypted_key(key_info, xmlsec.constants.TransformRsaOaep)
+    xmlsec.template.encrypted_data_ensure_cipher_value(encrypted_key)
+    manager = xmlsec.KeysManager()
+    manager.add_key(xmlsec.Key.from_memory(sp_cert_pem.encode(), xmlsec.constants.KeyDataFormatCertPem))
+    ctx = xmlsec.EncryptionContext(manager)
+    ctx.key = xmlsec.Key.generate(xmlsec.constants.KeyDataAes, 128, xmlsec.constants.KeyDataTypeSession)
+    ctx.encrypt_xml(data, assertion)
+
+
 @dataclass
 class AuthnRequest:
     id: str
@@ -176,8 +194,10 @@ class TestIdP:
         signer: tuple[str, str] | None = None,
         response_id: str | None = None,
         assertion_id: str | None = None,
+        encrypt_for: str | None = None,
     ) -> etree._Element:
-        """A Shibboleth-like Response. ``sign`` is "response", "assertion", "both" or "none"."""
+        """A Shibboleth-like Response. ``sign`` is "response", "assertion", "both" or "none";
+        ``encrypt_for`` (the SP's certificate) encrypts the assertion, as Shibboleth does by default."""
         now = now or dt.datetime.now(dt.UTC)
         issuer = issuer or self.entity_id
         expires = now + lifetime
@@ -229,6 +249,8 @@ class TestIdP:
         key_pem, cert_pem = signer or (self.key_pem, self.cert_pem)
         if sign in ("assertion", "both"):
             sign_element(assertion, key_pem, cert_pem)
+        if encrypt_for:
+            encrypt_assertion(assertion, encrypt_for)
         if sign in ("response", "both"):
             sign_element(response, key_pem, cert_pem)
         return response

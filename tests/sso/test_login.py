@@ -188,10 +188,10 @@ def test_disabled_provider_refuses_to_start_and_to_finish(browser, provider):
     provider.enabled = False
     provider.save()
     refused = browser.post(browser.response_for(request, person("gina", groups=[])), request.relay_state)
-    assert refused.status_code == 403
+    assert refused.status_code == 401
     assert "turned off" in refused.content.decode()
     start = browser.client.post("/accounts/saml/uni/login/")
-    assert start.status_code == 403 and "turned off" in start.content.decode()
+    assert start.status_code == 401 and "turned off" in start.content.decode()
     assert not User.objects.filter(username="gina@example.test").exists()
 
 
@@ -209,3 +209,21 @@ def test_uid_attribute_names_are_configurable(browser, provider):
     provider.save()
     browser.login(person("ivy", groups=[]))
     assert SocialAccount.objects.get().uid == "ivy"
+
+
+@pytest.mark.parametrize("sign", ["response", "assertion"])
+def test_encrypted_assertion_is_decrypted_with_the_sp_key(browser, provider, sign):
+    """Shibboleth encrypts assertions for the certificate in Corral's SP metadata by default."""
+    response = browser.login(person("judy", groups=["ops"]), sign=sign, encrypt_for=provider.sp_certificate)
+    assert response.status_code == 302
+    account = SocialAccount.objects.get()
+    assert account.uid == "judy@example.test"
+    assert idp_groups(account.user, provider) == {"ops"}
+
+
+def test_plain_assertion_is_refused_when_encryption_is_required(browser, provider):
+    provider.want_assertions_encrypted = True
+    provider.save()
+    refused = browser.login(person("kim", groups=[]))
+    assert refused.status_code == 401 and 'data-code="unencrypted"' in refused.content.decode()
+    assert browser.login(person("kim", groups=[]), encrypt_for=provider.sp_certificate).status_code == 302
