@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from allauth.socialaccount.providers.base.constants import AuthProcess
 from django import forms
 from django.db import transaction
 
 from portal import audit
 from portal.sso import config, errors
-from portal.sso.backends import SAML_BACKEND, local_login_allowed
+from portal.sso.backends import SAML_BACKEND, local_login_refusal
 from portal.sso.models import SSOProvider
 
 
@@ -47,11 +48,22 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         assertion = getattr(sociallogin, "corral_assertion", None)
         if assertion is None:
             return
+        if sociallogin.state.get("process", AuthProcess.LOGIN) != AuthProcess.LOGIN:
+            raise errors.SAMLRefused(
+                "unsupported", "Single sign-on identities are not linked to existing accounts here: "
+                "sign out, then sign in with single sign-on.", assertion.provider,
+            )
         from portal.sso.services import sync_saml_login
 
         user, account, _ = sync_saml_login(assertion, source_ip=audit.client_ip(request))
         user.backend = SAML_BACKEND  # the login audit row then says "via SAMLBackend"
         sociallogin.user, sociallogin.account = user, account
+
+    def validate_disconnect(self, account, accounts) -> None:
+        """An IdP identity is how its user signs in and gets their groups; only an administrator removes it."""
+        if account.provider in set(SSOProvider.objects.values_list("slug", flat=True)):
+            raise forms.ValidationError("Single sign-on identities cannot be disconnected; ask a Corral administrator.")
+        super().validate_disconnect(account, accounts)
 
     def on_authentication_error(self, request, provider, error=None, exception=None, extra_context=None) -> None:
         """Explain the refusal in words on the error page and write a failed-login audit row."""
@@ -75,9 +87,6 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
 
 
 class AccountAdapter(DefaultAccountAdapter):
-    LOCAL_LOGIN_OFF = (
-        "Password sign-in is turned off for Corral. Sign in with your organisation's single sign-on below."
-    )
 
     def is_open_for_signup(self, request) -> bool:
         """Corral users come from an administrator or an identity provider; nobody signs themselves up."""
@@ -86,5 +95,7 @@ class AccountAdapter(DefaultAccountAdapter):
     def authentication_failed(self, request, **credentials) -> None:
         """Say why, when the failure is LocalLoginGate's (which already had the attempt audited via user_login_failed)."""
         super().authentication_failed(request, **credentials)
-        if credentials.get("password") is not None and not local_login_allowed(credentials.get("username")):
-            raise forms.ValidationError(self.LOCAL_LOGIN_OFF)
+        if credentials.get("password") is not None:
+            refusal = local_login_refusal(credentials.get("username"))
+            if refusal:
+                raise forms.ValidationError(refusal)

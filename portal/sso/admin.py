@@ -195,10 +195,8 @@ class SSOSettingsAdmin(PortalModelAdmin):
         return False
 
     def changelist_view(self, request, extra_context=None):
-        if not access.grants_for(request.user).global_allows("ssoprovider.view") and not access.grants_for(
-            request.user
-        ).is_admin():
-            return super().changelist_view(request, extra_context)
+        if not access.grants_for(request.user).global_allows("ssoprovider.view"):
+            return super().changelist_view(request, extra_context)  # an empty list: nothing to see here
         settings = SSOSettings.load()
         return HttpResponseRedirect(reverse("admin:portal_ssosettings_change", args=[settings.pk]))
 

@@ -20,17 +20,41 @@ def local_login_enabled() -> bool:
     return True if row is None else row
 
 
-def local_login_allowed(username: str | None) -> bool:
-    """May ``username`` sign in with a password right now?
+LOCAL_LOGIN_OFF = "Password sign-in is turned off for Corral. Sign in with your organisation's single sign-on below."
+SSO_USER = "This account signs in with single sign-on, so that its groups stay current. Use the single sign-on button below."
 
-    Yes while local login is on. When it is off, only an active superuser, and only while
-    the server runs with ``CORRAL_LOCAL_LOGIN_BREAK_GLASS=1`` (break-glass for a broken IdP).
+
+def _has_sso_identity(username: str) -> bool:
+    from allauth.socialaccount.models import SocialAccount
+
+    from portal.sso.models import SSOProvider
+
+    return SocialAccount.objects.filter(
+        user__username=username, provider__in=SSOProvider.objects.values("slug")
+    ).exists()
+
+
+def local_login_refusal(username: str | None) -> str:
+    """Why ``username`` may not sign in with a password right now, or ``""`` if they may.
+
+    Users who came from an identity provider always sign in through it (a password would
+    keep their IdP groups from being refreshed). Everyone else may while local login is on.
+    When it is off — or for an SSO user — only an active superuser may, and only while the
+    server runs with ``CORRAL_LOCAL_LOGIN_BREAK_GLASS=1`` (break-glass for a broken IdP).
     """
-    if local_login_enabled():
-        return True
-    if not break_glass_active() or not username:
-        return False
-    return get_user_model()._default_manager.filter(username=username, is_superuser=True, is_active=True).exists()
+    enabled = local_login_enabled()
+    sso_user = bool(username) and _has_sso_identity(username)
+    if enabled and not sso_user:
+        return ""
+    if break_glass_active() and username and get_user_model()._default_manager.filter(
+        username=username, is_superuser=True, is_active=True
+    ).exists():
+        return ""
+    return SSO_USER if enabled else LOCAL_LOGIN_OFF
+
+
+def local_login_allowed(username: str | None) -> bool:
+    return not local_login_refusal(username)
 
 
 class LocalLoginGate:

@@ -224,3 +224,11 @@ def test_sso_settings_page_turns_local_login_off(admin_client, provider):
 
 def test_allauths_own_app_table_is_not_offered(admin_client):
     assert admin_client.get("/admin/socialaccount/socialapp/").status_code == 404
+
+
+def test_sso_settings_are_hidden_from_users_without_a_global_role(client, make_user):
+    client.force_login(make_user("bob"))
+    assert client.get("/admin/portal/ssosettings/").status_code == 200
+    assert client.get("/admin/portal/ssosettings/1/change/").status_code == 404
+    assert client.post("/admin/portal/ssosettings/1/change/", {}).status_code in (403, 404)
+    assert SSOSettings.objects.filter(local_login_enabled=False).count() == 0

@@ -90,3 +90,19 @@ def test_nobody_can_sign_themselves_up(client):
     response = client.post("/accounts/signup/", {"username": "eve", "password1": "x-Very-long-1", "password2": "x-Very-long-1"})
     assert "Sign Up Closed" in response.content.decode()
     assert not signed_in(client)
+
+
+def test_sso_users_never_sign_in_with_a_password(make_browser):
+    """A password would let them in without the IdP, with groups that are no longer refreshed."""
+    make_browser().login(person("alice", groups=["ops"]))
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    client = Client()
+    alice = get_user_model().objects.get(username="alice@example.test")
+    alice.set_password("pw-alice-123")
+    alice.save()
+    response = client.post("/accounts/login/", {"login": "alice@example.test", "password": "pw-alice-123"})
+    assert "This account signs in with single sign-on" in response.content.decode()
+    assert not signed_in(client)
+    assert client.login(username="alice@example.test", password="pw-alice-123") is False

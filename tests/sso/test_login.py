@@ -227,3 +227,19 @@ def test_plain_assertion_is_refused_when_encryption_is_required(browser, provide
     refused = browser.login(person("kim", groups=[]))
     assert refused.status_code == 401 and 'data-code="unencrypted"' in refused.content.decode()
     assert browser.login(person("kim", groups=[]), encrypt_for=provider.sp_certificate).status_code == 302
+
+
+def test_users_cannot_disconnect_their_idp_identity(browser):
+    browser.login(person("lena", groups=["ops"]))
+    account = SocialAccount.objects.get()
+    response = browser.client.post("/accounts/3rdparty/", {"account": account.pk})
+    assert response.context["form"].errors  # "no password set up"
+    assert SocialAccount.objects.filter(pk=account.pk).exists()
+
+    # Even with a password (e.g. set by an administrator) the identity stays.
+    account.user.set_password("pw-lena-123")
+    account.user.save()
+    browser.client.force_login(account.user)
+    response = browser.client.post("/accounts/3rdparty/", {"account": account.pk})
+    assert "cannot be disconnected" in str(response.context["form"].errors)
+    assert SocialAccount.objects.filter(pk=account.pk).exists()

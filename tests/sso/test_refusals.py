@@ -166,3 +166,14 @@ def test_a_valid_sign_in_still_works_after_refusals(make_browser):
     request = bad.start()
     bad.post(bad.response_for(request, person("alice", groups=[]), sign="none"), request.relay_state)
     assert make_browser().login(person("alice", groups=["ops"])).status_code == 302
+
+
+def test_linking_an_idp_identity_to_a_signed_in_local_account_is_refused(browser, make_user):
+    bob = make_user("bob")
+    browser.client.force_login(bob)
+    response = browser.client.post("/accounts/saml/uni/login/?process=connect")
+    request = browser.idp.read_request(response["Location"])
+    refused = browser.post(browser.response_for(request, person("alice", groups=["corral-admins"])), request.relay_state)
+    assert refused.status_code == 401 and 'data-code="unsupported"' in refused.content.decode()
+    assert not SocialAccount.objects.exists() and not Group.objects.exists()
+    assert list(User.objects.values_list("username", flat=True)) == ["bob"]
