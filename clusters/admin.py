@@ -182,3 +182,5 @@ class ProjectAdmin(PortalModelAdmin):
     list_display = ["name", "cluster", "description"]
     list_filter = ["cluster"]
     search_fields = ["name", "cluster__name"]
+
+from clusters import admin_upgrades  # noqa: E402,F401 - registers the Upgrade admin

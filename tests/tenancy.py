@@ -80,3 +80,12 @@ def factory(model: type) -> Callable:
         return fn
 
     return wrap
+
+
+# Upgrades (issue 5): a paused upgrade with one node, in the tenant's cluster.
+from clusters.models import NodeUpgrade, Upgrade  # noqa: E402
+
+FACTORIES[Upgrade] = lambda t: NodeUpgrade.objects.create(
+    upgrade=Upgrade.objects.create(cluster=t.cluster, from_version="v1.15.11", to_version="v1.16.8",
+                                   state=Upgrade.State.PAUSED, reason="test"),
+    node_name=f"{t.name}-worker-1", role="worker").upgrade

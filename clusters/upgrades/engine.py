@@ -172,6 +172,8 @@ class Engine:
 
     def _finish(self, state: str, reason: str) -> None:
         now = timezone.now()
+        if state != U.PAUSED:
+            self.refresh_inventory()  # nodes and version as they are now; the cluster is still Upgrading
         version = ""
         if state != U.PAUSED and self.api is not None:
             try:
@@ -198,8 +200,6 @@ class Engine:
             Cluster.objects.filter(pk=self.cluster.pk).update(**cluster_fields)
         for key, value in fields.items():
             setattr(self.upgrade, key, value)
-        if state != U.PAUSED:
-            self.refresh_inventory()
 
     def refresh_inventory(self) -> None:
         from clusters import inventory
