@@ -440,9 +440,9 @@ class ApiServer:
 
     # ------------------------------------------------------------------ writes
     def create(self, rt: ResourceType, ns: str | None, obj: dict[str, Any], version: str | None = None,
-               dry_run: bool = False) -> dict[str, Any]:
+               dry_run: bool = False, internal: bool = False) -> dict[str, Any]:
         cluster = self.cluster
-        if "create" not in rt.verbs:
+        if "create" not in rt.verbs and not internal:
             raise errors.method_not_allowed()
         want = self.api_version(rt, version)
         if obj.get("kind") and obj["kind"] != rt.kind:
@@ -528,7 +528,7 @@ class ApiServer:
             new = dict(obj)
             new["apiVersion"] = old["apiVersion"]
             new["kind"] = old["kind"]
-            if rt.has_status and rt.kind not in ("Namespace",):
+            if rt.has_status:
                 if "status" in old:
                     new["status"] = old["status"]
                 else:

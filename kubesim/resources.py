@@ -150,6 +150,8 @@ def builtin_types() -> list[ResourceType]:
         ResourceType("", ("v1",), "services", "service", "Service", True, ("svc",), ("all",),
                      verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
                      subresources=(_STATUS,)),
+        ResourceType("", ("v1",), "componentstatuses", "componentstatus", "ComponentStatus", False, ("cs",),
+                     verbs=("get", "list"), has_status=False),
         ResourceType("", ("v1",), "endpoints", "endpoints", "Endpoints", True, ("ep",), has_status=False),
         ResourceType("", ("v1",), "configmaps", "configmap", "ConfigMap", True, ("cm",), has_status=False),
         ResourceType("", ("v1",), "secrets", "secret", "Secret", True, has_status=False,

@@ -269,3 +269,14 @@ def test_scale_subresource_and_delete_collection(fleet: Fleet, kube_client: Any)
         v1.create_namespaced_config_map("default", {"metadata": {"name": f"dc{i}", "labels": {"dc": "y"}}})
     v1.delete_collection_namespaced_config_map("default", label_selector="dc=y")
     assert v1.list_namespaced_config_map("default", label_selector="dc=y").items == []
+
+
+def test_component_statuses(fleet: Fleet, kube_client: Any) -> None:
+    v1 = client.CoreV1Api(kube_client("rke1"))
+    cs = {c.metadata.name: c.conditions[0].status for c in v1.list_component_status().items}
+    assert cs == {"controller-manager": "True", "etcd-0": "True", "scheduler": "True"}
+    http = urllib3.PoolManager(cert_reqs="CERT_NONE")
+    urllib3.disable_warnings()
+    r = http.request("POST", fleet.server_url("rke1") + "/api/v1/componentstatuses", body=b'{"metadata":{"name":"x"}}',
+                     headers={"Authorization": f"Bearer {fleet.cluster('rke1').token}"})
+    assert r.status == 405 and json.loads(r.data)["reason"] == "MethodNotAllowed"
