@@ -304,3 +304,41 @@ def test_cli_serve_writes_kubeconfigs(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+
+
+def test_suc_drain_waits_for_the_disruption_budget(fleet: Fleet, kube_client: Any) -> None:
+    api = kube_client("k3s1")
+    v1 = client.CoreV1Api(api)
+    co = client.CustomObjectsApi(api)
+    client.AppsV1Api(api).create_namespaced_deployment("default", {
+        "metadata": {"name": "db"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "db"}},
+                                              "template": {"metadata": {"labels": {"app": "db"}},
+                                                           "spec": {"containers": [{"name": "db", "image": "postgres"}]}}}})
+    pdb = {"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget", "metadata": {"name": "db"},
+           "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "db"}}}}
+    co.create_namespaced_custom_object("policy", "v1beta1", "default", "poddisruptionbudgets", pdb)
+    wait_until(lambda: len([p for p in v1.list_namespaced_pod("default", label_selector="app=db").items
+                            if p.status.phase == "Running"]) == 2)
+    plan = json.loads(json.dumps(AGENT_PLAN))
+    plan["spec"].pop("prepare")
+    co.create_namespaced_custom_object("upgrade.cattle.io", "v1", "system-upgrade", "plans", plan)
+    history = fleet.cluster("k3s1").history
+    wait_until(lambda: any("refused" in h["message"] for h in history))
+    time.sleep(0.5)
+    applying = co.get_namespaced_custom_object("upgrade.cattle.io", "v1", "system-upgrade", "plans",
+                                               "agent-plan")["status"]["applying"]
+    assert len(applying) == 1
+    assert v1.read_node(applying[0]).spec.unschedulable  # cordoned, waiting on the budget
+    assert all(n.status.node_info.kubelet_version == "v1.17.4+k3s1" for n in v1.list_node().items)
+    co.patch_namespaced_custom_object("policy", "v1beta1", "default", "poddisruptionbudgets", "db",
+                                      {"spec": {"minAvailable": 1}})
+    wait_until(lambda: all(n.status.node_info.kubelet_version == "v1.17.5+k3s1"
+                           for n in v1.list_node().items if "agent" in n.metadata.name), timeout=30)
+
+
+def test_offline_cluster_keeps_running(fleet: Fleet, kube_client: Any) -> None:
+    v1 = client.CoreV1Api(kube_client("new1"))
+    fleet.set_online("new1", False)
+    time.sleep(1.5)  # longer than node_grace: heartbeats must go on behind the cut
+    fleet.set_online("new1", True)
+    assert all(_ready(n) == "True" for n in v1.list_node().items)
