@@ -12,7 +12,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from .resources import ResourceType
 from .selectors import LabelTest, parse_field_selector, parse_label_selector
 from .store import Entry, encode
 from .tables import build_table, table_for
-from .util import dig, new_uid, now_iso, rand_suffix
+from .util import dig, new_uid, now_iso, rand_suffix, set_condition
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -56,7 +56,7 @@ def json_response(status: int, obj: Any, headers: dict[str, str] | None = None) 
     return Response(status, encode(obj) if not isinstance(obj, bytes) else obj, JSON, headers or {})
 
 
-def _truthy(v: str | None) -> bool:
+def truthy(v: str | None) -> bool:
     return (v or "").lower() in ("true", "1")
 
 
@@ -93,7 +93,7 @@ class ApiServer:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.store = cluster.store
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
 
     # ------------------------------------------------------------------ routing
     def handle(self, req: Request) -> Response:
@@ -133,7 +133,7 @@ class ApiServer:
             if doc is None:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return json_response(200, doc)
-        watch = _truthy(req.query.get("watch"))
+        watch = truthy(req.query.get("watch"))
         if rest[0] == "watch":
             watch, rest = True, rest[1:]
         ns = None
@@ -188,7 +188,7 @@ class ApiServer:
                 return json_response(200, self.convert(self.update(rt, ns or "", name, self._body(req)), rt, version))
             if m == "PATCH":
                 out = self.patch(rt, ns or "", name, req.headers.get("content-type", ""), req.body,
-                                 force=_truthy(req.query.get("force")))
+                                 force=truthy(req.query.get("force")))
                 return json_response(200, self.convert(out, rt, version))
             if m == "DELETE":
                 return json_response(200, self.convert(self.delete(rt, ns or "", name, self._delete_options(req)), rt, version))
@@ -264,7 +264,7 @@ class ApiServer:
         if "propagationPolicy" in q:
             opts["propagationPolicy"] = q["propagationPolicy"]
         if "orphanDependents" in q:
-            opts["orphanDependents"] = _truthy(q["orphanDependents"])
+            opts["orphanDependents"] = truthy(q["orphanDependents"])
         if "dryRun" in q:
             opts["dryRun"] = [q["dryRun"]]
         return opts
@@ -273,10 +273,10 @@ class ApiServer:
         obj = self.convert(obj, rt, version)
         if as_table:
             meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
-            return json_response(200, build_table([obj], self._table(rt), include, "v1", meta))
+            return json_response(200, build_table([obj], self.table_of(rt), include, "v1", meta))
         return json_response(200, obj)
 
-    def _table(self, rt: ResourceType) -> Any:
+    def table_of(self, rt: ResourceType) -> Any:
         return table_for(rt.kind, rt.printer_columns, rt.custom)
 
     def api_version(self, rt: ResourceType, version: str | None = None) -> str:
@@ -291,7 +291,7 @@ class ApiServer:
             obj["apiVersion"] = want
         return obj
 
-    def _entry_bytes(self, entry: Entry, rt: ResourceType, want: str) -> bytes:
+    def entry_bytes(self, entry: Entry, rt: ResourceType, want: str) -> bytes:
         if len(rt.versions) > 1 and f'"apiVersion":"{want}"'.encode() not in entry.data[:200]:
             obj = entry.obj()
             obj["apiVersion"] = want
@@ -335,108 +335,18 @@ class ApiServer:
             meta["remainingItemCount"] = rest
         want = self.api_version(rt, version)
         if as_table:
-            objs = [json.loads(self._entry_bytes(e, rt, want)) for _, e in items]
-            return json_response(200, build_table(objs, self._table(rt), include, "v1", meta))
+            objs = [json.loads(self.entry_bytes(e, rt, want)) for _, e in items]
+            return json_response(200, build_table(objs, self.table_of(rt), include, "v1", meta))
         head = encode({"kind": rt.kind + "List", "apiVersion": want, "metadata": meta})
-        body = b"".join((head[:-1], b',"items":[', b",".join(self._entry_bytes(e, rt, want) for _, e in items), b"]}"))
+        body = b"".join((head[:-1], b',"items":[', b",".join(self.entry_bytes(e, rt, want) for _, e in items), b"]}"))
         return Response(200, body)
 
     # ------------------------------------------------------------------ watch
     def watch(self, rt: ResourceType, version: str, ns: str | None, opts: ListOptions, q: dict[str, str],
               as_table: bool) -> Response:
-        timeout = float(q.get("timeoutSeconds") or 1800)
-        bookmarks = _truthy(q.get("allowWatchBookmarks"))
-        rv_text = q.get("resourceVersion", "")
-        want = self.api_version(rt, version)
-        table = self._table(rt) if as_table else None
-        include = q.get("includeObject", "Metadata")
-        store = self.store
-        scoped_ns = ns if rt.namespaced else None
-        start_gen = store.generation
+        from .watch import watch_response
 
-        def matches(e: Entry | None, ev_ns: str, ev_name: str) -> bool:
-            if e is None:
-                return False
-            if scoped_ns is not None and ev_ns != scoped_ns:
-                return False
-            return opts.matches(rt, ev_ns, ev_name, e)
-
-        first = [True]
-
-        def line(typ: str, data: bytes) -> bytes:
-            if table is not None:
-                obj = json.loads(data)
-                tbl = build_table([obj], table, include, "v1",
-                                  {"resourceVersion": obj["metadata"].get("resourceVersion", "")}, headers=first[0])
-                first[0] = False
-                data = encode(tbl)
-            return b'{"type":"' + typ.encode() + b'","object":' + data + b"}\n"
-
-        with store.lock:
-            if rv_text in ("", "0"):
-                initial = [(k, e) for k, e in store.entries(rt.key, scoped_ns) if matches(e, k[0], k[1])]
-                initial.sort(key=lambda kv: kv[0])
-                pos = store.rv
-            else:
-                try:
-                    pos = int(rv_text)
-                except ValueError:
-                    raise errors.bad_request(f"invalid resource version: {rv_text}") from None
-                initial = []
-                if store.events_since(rt.key, pos) is None:
-                    oldest = store.ring_start(rt.key)
-                    err = errors.gone(f"too old resource version: {pos} ({oldest + 1})").status()
-
-                    def expired() -> Iterator[bytes]:
-                        yield b'{"type":"ERROR","object":' + encode(err) + b"}\n"
-
-                    return Response(200, stream=expired())
-
-        def stream() -> Iterator[bytes]:
-            nonlocal pos
-            deadline = time.monotonic() + timeout
-            for _k, e in initial:
-                yield line("ADDED", self._entry_bytes(e, rt, want))
-            store.add_watcher(1)
-            try:
-                last_bookmark = time.monotonic()
-                while not self._stopping.is_set():
-                    with store.lock:
-                        evs = store.events_since(rt.key, pos)
-                        if evs == [] and store.generation == start_gen:
-                            store.changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
-                            evs = store.events_since(rt.key, pos)
-                        gen_changed = store.generation != start_gen or not self.cluster.online
-                    if gen_changed:
-                        return
-                    if evs is None:
-                        err = errors.gone(f"too old resource version: {pos} ({store.ring_start(rt.key) + 1})").status()
-                        yield b'{"type":"ERROR","object":' + encode(err) + b"}\n"
-                        return
-                    for ev in evs:
-                        pos = ev.rv
-                        now_m = matches(ev.entry, ev.namespace, ev.name)
-                        if ev.type == "DELETED":
-                            if now_m or matches(ev.prev, ev.namespace, ev.name):
-                                yield line("DELETED", self._entry_bytes(ev.entry, rt, want))
-                            continue
-                        was_m = matches(ev.prev, ev.namespace, ev.name)
-                        if now_m:
-                            yield line("MODIFIED" if was_m else "ADDED", self._entry_bytes(ev.entry, rt, want))
-                        elif was_m:
-                            yield line("DELETED", self._entry_bytes(ev.entry, rt, want))
-                    now = time.monotonic()
-                    if now >= deadline:
-                        return
-                    if bookmarks and not evs and now - last_bookmark > 5 and table is None:
-                        last_bookmark = now
-                        bm = {"kind": rt.kind, "apiVersion": want, "metadata": {"resourceVersion": str(store.rv)}}
-                        pos = max(pos, store.rv)
-                        yield b'{"type":"BOOKMARK","object":' + encode(bm) + b"}\n"
-            finally:
-                store.add_watcher(-1)
-
-        return Response(200, stream=stream())
+        return watch_response(self, rt, version, ns, opts, q, as_table)
 
     # ------------------------------------------------------------------ writes
     def create(self, rt: ResourceType, ns: str | None, obj: dict[str, Any], version: str | None = None,
@@ -519,8 +429,6 @@ class ApiServer:
         if subresource == "status":
             new = json.loads(old_entry.data)
             new["status"] = obj.get("status", {})
-            if rt.kind == "Node":  # kubelets may also set labels/annotations via status in practice
-                pass
         elif subresource == "finalize":
             new = json.loads(old_entry.data)
             new.setdefault("spec", {})["finalizers"] = dig(obj, "spec", "finalizers", default=[])
@@ -729,12 +637,9 @@ class ApiServer:
             if dig(pod, "spec", "nodeName"):
                 raise errors.conflict("pods", "", name, f"pod {name} is already assigned to node \"{pod['spec']['nodeName']}\"")
             pod["spec"]["nodeName"] = target
-            from .util import set_condition
-
             set_condition(pod.setdefault("status", {}), "PodScheduled", "True", probe=True)
-            e = self.store.put("pods", pod, rt.field_getter)
+            self.store.put("pods", pod, rt.field_getter)
             self.cluster.after_write(rt, pod, "MODIFIED")
-            del e
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
 
@@ -745,12 +650,3 @@ def _wants_table(accept: str) -> bool:
             return True
     return False
 
-
-def status_success(details: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
-    if details:
-        out["details"] = details
-    return out
-
-
-_ = Callable  # keep typing import used in annotations elsewhere

@@ -182,7 +182,7 @@ class Fleet:
         self._server.shutdown()
         self._server.server_close()
         for c in self.clusters.values():
-            c.api._stopping.set()
+            c.api.stopping.set()
             c.online = False
             with c.lock:
                 c.store.changed.notify_all()

@@ -7,10 +7,12 @@ share decoded objects; controllers must fetch a fresh copy before changing one.
 
 from __future__ import annotations
 
+import copy
+import json
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
-from ..util import dig
+from ..util import dig, short_hash
 
 if TYPE_CHECKING:
     from ..cluster import Cluster
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
 class ControllerManager:
     def __init__(self, cluster: Cluster) -> None:
-        from . import disruption, kubelet, scheduler, upgrades, workloads
+        from . import deployments, disruption, kubelet, scheduler, upgrades, workloads
 
         self.cluster = cluster
         self._cache: dict[str, list[dict[str, Any]]] = {}
@@ -29,8 +31,8 @@ class ControllerManager:
         self.steps = [
             workloads.namespaces,
             workloads.garbage_collect,
-            workloads.deployments,
-            workloads.replicasets,
+            deployments.deployments,
+            deployments.replicasets,
             workloads.daemonsets,
             workloads.statefulsets,
             workloads.jobs,
@@ -115,6 +117,26 @@ class ControllerManager:
     def fresh(self, key: str, obj: dict[str, Any]) -> dict[str, Any] | None:
         meta = obj["metadata"]
         return self.cluster.store.get(key, meta.get("namespace", ""), meta["name"])
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    return short_hash(json.dumps(template, sort_keys=True), 10)
+
+
+def pod_from_template(owner: dict[str, Any], template: dict[str, Any], name: str | None = None,
+                       generate: str | None = None) -> dict[str, Any]:
+    t = copy.deepcopy(template)
+    meta = t.get("metadata") or {}
+    pod_meta: dict[str, Any] = {"namespace": owner["metadata"]["namespace"], "ownerReferences": [controller_ref(owner)]}
+    if name:
+        pod_meta["name"] = name
+    else:
+        pod_meta["generateName"] = generate or owner["metadata"]["name"] + "-"
+    if meta.get("labels"):
+        pod_meta["labels"] = dict(meta["labels"])
+    if meta.get("annotations"):
+        pod_meta["annotations"] = dict(meta["annotations"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": t.get("spec") or {}}
 
 
 def owned_by(obj: dict[str, Any], uid: str) -> bool:
