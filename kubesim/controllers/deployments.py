@@ -90,9 +90,16 @@ def _sync_deployment(cluster: Cluster, cm: ControllerManager, d: dict[str, Any],
         cluster.event(d, "Normal", "ScalingReplicaSet", f"Scaled up replica set {rs_obj['metadata']['name']} to {start}",
                       "deployment-controller")
         owned = [*old, new_rs]
-    else:
-        if dig(new_rs, "metadata", "annotations", "deployment.kubernetes.io/revision") != str(revision) and old:
-            pass
+    elif old and int(dig(new_rs, "metadata", "annotations", "deployment.kubernetes.io/revision", default="0") or 0) < revision:
+        # rolling back to an older template: its ReplicaSet becomes the newest revision
+        fresh_rs = cm.fresh("replicasets.apps", new_rs)
+        if fresh_rs:
+            fresh_rs["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(revision + 1)
+            new_rs = cm.update("replicasets.apps", fresh_rs) or new_rs
+        fresh = cm.fresh("deployments.apps", d)
+        if fresh:
+            fresh["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(revision + 1)
+            cm.update("deployments.apps", fresh)
     # scale
     new_spec = new_rs["spec"].get("replicas", 0)
     old_total = sum(rs["spec"].get("replicas", 0) for rs in old)

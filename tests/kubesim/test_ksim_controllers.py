@@ -151,7 +151,6 @@ def test_system_upgrade_controller_servers_then_agents(fleet: Fleet, kube_client
         "metadata": {"name": "app"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "a"}},
                                                "template": {"metadata": {"labels": {"app": "a"}},
                                                             "spec": {"containers": [{"name": "a", "image": "nginx"}]}}}})
-    client.PolicyV1beta1Api if hasattr(client, "PolicyV1beta1Api") else None
     co.create_namespaced_custom_object("upgrade.cattle.io", "v1", "system-upgrade", "plans", AGENT_PLAN)
     co.create_namespaced_custom_object("upgrade.cattle.io", "v1", "system-upgrade", "plans", SERVER_PLAN)
     order: list[str] = []
