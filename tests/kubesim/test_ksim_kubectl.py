@@ -87,19 +87,25 @@ def test_describe_node(fleet: Fleet, kubectl_binary: str, tmp_path: Path) -> Non
     assert "Non-terminated Pods:" in out and "web-" in out
 
 
-def test_cordon_drain_uncordon(fleet: Fleet, kubectl_binary: str, tmp_path: Path) -> None:
-    k = _kc(fleet, "rke1", kubectl_binary, tmp_path)
-    assert "cordoned" in k.out("cordon", "rke1-worker-1")
-    assert "Ready,SchedulingDisabled" in k.out("get", "node", "rke1-worker-1")
-    out = k.run("drain", "rke1-worker-1", "--ignore-daemonsets", "--timeout=60s")
+@pytest.mark.parametrize("cluster", ["rke1", "new1"])  # eviction in policy/v1beta1 (1.15) and policy/v1 (1.27)
+def test_cordon_drain_uncordon(fleet: Fleet, kubectl_binary: str, tmp_path: Path, cluster: str) -> None:
+    k = _kc(fleet, cluster, kubectl_binary, tmp_path)
+    node = f"{cluster}-worker-1"
+    before = k.out("get", "pods", "-A", "--field-selector", f"spec.nodeName={node}", "-o", "name")
+    assert "cordoned" in k.out("cordon", node)
+    assert "Ready,SchedulingDisabled" in k.out("get", "node", node)
+    out = k.run("drain", node, "--ignore-daemonsets", "--timeout=60s")
     assert "drained" in out.stdout
-    assert "evicting pod default/web-" in out.stderr + out.stdout
-    remaining = k.out("get", "pods", "-A", "--field-selector", "spec.nodeName=rke1-worker-1", "-o", "name")
-    assert "web-" not in remaining and "corral-node-agent" in remaining  # DaemonSet pods stay
-    c = fleet.cluster("rke1")
-    wait_until(lambda: (c.store.get("apps" and "deployments.apps", "default", "web") or {}).get("status", {}).get("readyReplicas") == 3)
-    assert "uncordoned" in k.out("uncordon", "rke1-worker-1")
-    assert "SchedulingDisabled" not in k.out("get", "node", "rke1-worker-1")
+    evicted = [line.split("/", 1)[1] for line in before.split() if "corral-node-agent" not in line]
+    assert evicted and all(f"pod/{name} evicted" in out.stdout + out.stderr for name in evicted)
+    remaining = k.out("get", "pods", "-A", "--field-selector", f"spec.nodeName={node}", "-o", "name")
+    assert not any(name in remaining for name in evicted)
+    if cluster == "rke1":
+        assert "corral-node-agent" in remaining  # DaemonSet pods stay
+        c = fleet.cluster("rke1")
+        wait_until(lambda: (c.store.get("deployments.apps", "default", "web") or {}).get("status", {}).get("readyReplicas") == 3)
+    assert "uncordoned" in k.out("uncordon", node)
+    assert "SchedulingDisabled" not in k.out("get", "node", node)
 
 
 def test_drain_refused_by_pdb(fleet: Fleet, kubectl_binary: str, tmp_path: Path) -> None:
