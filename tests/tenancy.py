@@ -12,7 +12,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from clusters.models import Cluster, Node, Project
-from portal.models import ApiToken, AuditEvent, Job
+from portal.models import ApiToken, AuditEvent, Job, SSOProvider, SSOSettings
 from rbac.models import (
     ClusterRoleBinding,
     GlobalRole,
@@ -26,7 +26,7 @@ User = get_user_model()
 
 # Directory data every signed-in user may read (roles, groups, users) or that is admin-only
 # (global role bindings); tenancy tests check these by their own rules, not by tenant.
-GLOBAL_MODELS = {GlobalRole, RoleTemplate, Group, User, GlobalRoleBinding}
+GLOBAL_MODELS = {GlobalRole, RoleTemplate, Group, User, GlobalRoleBinding, SSOProvider, SSOSettings}
 
 
 def is_admin_only(model_admin) -> bool:
