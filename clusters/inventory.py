@@ -1,6 +1,8 @@
 """Import clusters and keep their inventory fresh: many clusters at once, bulk database writes."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +25,7 @@ logger = logging.getLogger("corral.clusters")
 NODE_FIELDS = [
     "uid", "roles", "kubelet_version", "os_image", "kernel_version", "container_runtime", "internal_ip", "ready",
     "unschedulable", "conditions", "capacity", "allocatable", "taints", "labels", "annotations",
-    "created_in_cluster_at", "synced_at",
+    "created_in_cluster_at", "synced_at", "fingerprint",
 ]
 
 
@@ -37,7 +39,7 @@ def node_from_json(cluster_id: int, raw: dict[str, Any], now: datetime) -> Node:
     ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
     internal_ip = next((a.get("address", "") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), "")
     created = parse_datetime(meta["creationTimestamp"]) if meta.get("creationTimestamp") else None
-    return Node(
+    node = Node(
         cluster_id=cluster_id, name=meta.get("name", ""), uid=meta.get("uid", ""), roles=kube.node_roles(raw),
         kubelet_version=info.get("kubeletVersion", ""), os_image=info.get("osImage", ""),
         kernel_version=info.get("kernelVersion", ""), container_runtime=info.get("containerRuntimeVersion", ""),
@@ -46,6 +48,14 @@ def node_from_json(cluster_id: int, raw: dict[str, Any], now: datetime) -> Node:
         taints=spec.get("taints") or [], labels=meta.get("labels") or {}, annotations=meta.get("annotations") or {},
         created_in_cluster_at=created, synced_at=now,
     )
+    node.fingerprint = fingerprint(node)
+    return node
+
+
+def fingerprint(node: Node) -> str:
+    """A digest of everything a sync writes, so a node that did not change costs no write."""
+    values = [getattr(node, f) for f in NODE_FIELDS if f not in ("synced_at", "fingerprint")]
+    return hashlib.blake2b(json.dumps(values, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -109,6 +119,7 @@ class SyncReport:
     clusters: int = 0
     reachable: int = 0
     unavailable: list[str] = field(default_factory=list)
+    nodes_seen: int = 0
     nodes_written: int = 0
     nodes_deleted: int = 0
     fetch_seconds: float = 0.0
@@ -174,17 +185,23 @@ def sync_clusters(cluster_ids: list[int], reporter: Reporter | None = None, thre
                 cluster.state = Cluster.State.UNAVAILABLE
             cluster.state_reason = reason
         changed.append(cluster)
+    known = {(cid, name): (pk, digest) for pk, cid, name, digest in
+             Node.objects.filter(cluster_id__in=reachable_ids).values_list("pk", "cluster_id", "name", "fingerprint")}
+    seen = {(n.cluster_id, n.name) for n in fresh_nodes}
+    to_write = [n for n in fresh_nodes if known.get((n.cluster_id, n.name), (None, None))[1] != n.fingerprint]
+    gone = [pk for key, (pk, _digest) in known.items() if key not in seen]
     with transaction.atomic():
         Cluster.objects.bulk_update(
             changed, ["state", "state_reason", "kubernetes_version", "node_count", "last_synced_at"], batch_size=500
         )
-        if fresh_nodes:
+        if to_write:
             Node.objects.bulk_create(
-                fresh_nodes, batch_size=1000, update_conflicts=True, unique_fields=["cluster", "name"],
+                to_write, batch_size=1000, update_conflicts=True, unique_fields=["cluster", "name"],
                 update_fields=NODE_FIELDS,
             )
-        if reachable_ids:
-            report.nodes_deleted, _ = Node.objects.filter(cluster_id__in=reachable_ids, synced_at__lt=now).delete()
-    report.nodes_written = len(fresh_nodes)
+        if gone:
+            report.nodes_deleted, _ = Node.objects.filter(pk__in=gone).delete()
+    report.nodes_seen = len(fresh_nodes)
+    report.nodes_written = len(to_write)
     report.write_seconds = round(time.monotonic() - started, 3)
     return report

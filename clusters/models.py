@@ -70,7 +70,9 @@ class Node(models.Model):
     labels = models.JSONField(default=dict, blank=True)
     annotations = models.JSONField(default=dict, blank=True)
     created_in_cluster_at = models.DateTimeField(null=True, blank=True)
-    synced_at = models.DateTimeField(default=timezone.now)
+    synced_at = models.DateTimeField(default=timezone.now, help_text="When this record last changed")
+    fingerprint = models.CharField(max_length=32, blank=True, editable=False,
+                                   help_text="Digest of the synced fields; an unchanged node is not rewritten")
 
     class Meta:
         ordering = ["cluster__name", "name"]

@@ -143,3 +143,22 @@ def test_fleet_sync_splits_into_batches(admin_api, fleet, run_jobs, settings):
 def test_config_history_starts_at_import(admin_api, fleet):
     _import(admin_api, fleet, "rke-a")
     assert ClusterConfigVersion.objects.count() == 1
+
+
+def test_unchanged_nodes_are_not_rewritten(admin_api, fleet):
+    from kubernetes import client
+
+    from clusters import kube
+
+    _import(admin_api, fleet, "rke-a")
+    cluster = Cluster.objects.get()
+    first = inventory.sync_clusters([cluster.pk])
+    assert first.nodes_seen == 4
+    quiet = inventory.sync_clusters([cluster.pk])
+    assert quiet.nodes_seen == 4 and quiet.nodes_written == 0
+    api = kube.api_client(fleet.kubeconfig("rke-a"))
+    client.CoreV1Api(api).patch_node("rke-a-worker-2", {"spec": {"unschedulable": True}})
+    api.close()
+    after = inventory.sync_clusters([cluster.pk])
+    assert after.nodes_written == 1
+    assert Node.objects.get(name="rke-a-worker-2").unschedulable
