@@ -28,7 +28,7 @@ logger = logging.getLogger("corral.clusters")
 
 S = NodeUpgrade.State
 U = Upgrade.State
-POLL_MIN, POLL_MAX, POLL_SHARE = 0.05, 2.0, 0.03
+POLL_MIN, POLL_MAX, POLL_SHARE = 0.02, 2.0, 0.01
 CHECK_EVERY = 0.5
 
 

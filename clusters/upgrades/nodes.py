@@ -83,12 +83,16 @@ class ClusterApi:
     def cordon(self, name: str, cordoned: bool = True) -> None:
         self.patch_node(name, {"spec": {"unschedulable": True if cordoned else None}})
 
-    def request_version(self, name: str, version: str, *, retry: bool = False) -> None:
-        """Ask the node agent for ``version``; ``retry`` clears a Failed state so the agent tries again."""
+    def request_version(self, name: str, version: str, *, retry: bool = False, cordon: bool = False) -> None:
+        """Ask the node agent for ``version`` (cordoning the node in the same request if asked);
+        ``retry`` clears a Failed state so the agent tries again."""
         ann: dict[str, Any] = {DESIRED: version}
         if retry:
             ann[AGENT_STATE] = None
-        self.patch_node(name, {"metadata": {"annotations": ann}})
+        patch: dict[str, Any] = {"metadata": {"annotations": ann}}
+        if cordon:
+            patch["spec"] = {"unschedulable": True}
+        self.patch_node(name, patch)
 
     # ------------------------------------------------------------------ pods and evictions
     def pods_on(self, node: str) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ node comes back Ready with ``status.nodeInfo.kubeletVersion`` = the desired vers
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from clusters.upgrades import drain
@@ -29,6 +30,7 @@ from clusters.upgrades.planning import (
 )
 from clusters.upgrades.records import HOLDING, IN_FLIGHT, S
 
+PARALLEL_CALLS = 16
 LIMIT_NAMES = {"etcd": "etcd nodes are upgraded one at a time",
                "controlplane": "max_unavailable_controlplane", "worker": "max_unavailable_worker"}
 
@@ -65,20 +67,32 @@ class RkeEngine(Engine):
         self.rec.log(f"Batch {number}/{total}: {role} {names}")
         message = f"batch {number}/{total} ({role}): {names}"[:255]
         started = time.monotonic()
-        while True:
-            self.tick(message)
-            live = self.api.nodes()
-            for row in members:
-                self.advance(row, live, members)
-            self.rec.flush()
-            if all(r.state == S.ACTIVE for r in members):
-                return
-            if self.halted and not any(r.state in IN_FLIGHT for r in members):
-                return
-            self.sleep(time.monotonic() - started)
+        with ThreadPoolExecutor(max_workers=max(1, min(PARALLEL_CALLS, len(members)))) as pool:
+            while True:
+                self.tick(message)
+                live = self.api.nodes()
+                approved = self.approve_starts(members, live)
+                # Nodes of a batch are independent: their API calls go out together.
+                list(pool.map(self.advance, members, [live] * len(members), [r.pk in approved for r in members]))
+                self.rec.flush()
+                if all(r.state == S.ACTIVE for r in members):
+                    return
+                if self.halted and not any(r.state in IN_FLIGHT for r in members):
+                    return
+                self.sleep(time.monotonic() - started)
+
+    def approve_starts(self, members: list, live: dict[str, dict[str, Any]]) -> set[int]:
+        """Which waiting nodes may start now (decided one by one, so the batch limit holds)."""
+        approved: set[int] = set()
+        if self.halted:
+            return approved
+        for row in members:
+            if row.state in (S.PENDING, S.FAILED) and (not self.rolling or self.may_start(row, live, members, approved)):
+                approved.add(row.pk)
+        return approved
 
     # ------------------------------------------------------------------ one node
-    def advance(self, row, live: dict[str, dict[str, Any]], members: list) -> None:
+    def advance(self, row, live: dict[str, dict[str, Any]], may_start: bool) -> None:
         node = live.get(row.node_name)
         if node is None:
             if row.state != S.ACTIVE:
@@ -91,7 +105,7 @@ class RkeEngine(Engine):
             if row.state == S.PENDING and self.is_done(node):
                 self.rec.move(row, S.ACTIVE, f"already runs {self.target}")
                 return
-            if self.rolling and not self.may_start(row, live, members):
+            if not may_start:
                 return
             if not self.rolling:
                 self.start_upgrade(row, node)
@@ -99,10 +113,18 @@ class RkeEngine(Engine):
             retry = row.state == S.FAILED
             if row.state == S.PENDING and is_cordoned(node):
                 row.cordoned_before = True
+            message = "retrying after resume" if retry else (
+                "was already cordoned; stays cordoned" if row.cordoned_before else "")
+            if not self.drain_on:  # cordon and ask for the version in one request
+                self.api.request_version(name, self.target, retry=bool(agent_failed(node, self.target)),
+                                         cordon=not row.cordoned_before)
+                self.rec.move(row, S.CORDONED, message)
+                self.clock[name] = time.monotonic()
+                self.rec.move(row, S.UPGRADING, f"{kubelet_version(node) or '?'} → {self.target}")
+                return
             if not row.cordoned_before:
                 self.api.cordon(name)
-            self.rec.move(row, S.CORDONED, "retrying after resume" if retry else
-                          ("was already cordoned; stays cordoned" if row.cordoned_before else ""))
+            self.rec.move(row, S.CORDONED, message)
         if row.state == S.CORDONED:
             if self.halted:
                 return
@@ -137,15 +159,15 @@ class RkeEngine(Engine):
     def is_done(self, node: dict[str, Any]) -> bool:
         return is_ready(node) and kubelet_version(node) == self.target
 
-    def may_start(self, row, live: dict[str, dict[str, Any]], members: list) -> bool:
+    def may_start(self, row, live: dict[str, dict[str, Any]], members: list, approved: set[int]) -> bool:
         """Starting this node must not put more nodes of its role out of service than the batch allows."""
         allowed = self.limits.get(row.role, 1)
         out = {n for n, obj in live.items() if rke_role(obj) == row.role and not is_ready(obj)}
-        out |= {r.node_name for r in self.rows
-                if r.role == row.role and r.state in HOLDING | IN_FLIGHT | {S.FAILED} and r is not row}
+        out |= {r.node_name for r in self.rows if r.role == row.role and r is not row and (
+            r.state in HOLDING | IN_FLIGHT | {S.FAILED} or r.pk in approved)}
         if len(out | {row.node_name}) <= allowed:
             return True
-        if not any(r.state in HOLDING | IN_FLIGHT for r in members):
+        if not approved and not any(r.state in HOLDING | IN_FLIGHT for r in members):
             others = sorted(out - {row.node_name})
             self.pause(f"{row.role} node(s) {', '.join(others)} are out of service; upgrading {row.node_name} "
                        f"would take more than {allowed} {row.role} node(s) out at once ({LIMIT_NAMES[row.role]})")
