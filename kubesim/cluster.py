@@ -60,6 +60,11 @@ class NodeRuntime:
     failed: bool = False
     last_status: float = 0.0
     extra_labels: dict[str, str] = field(default_factory=dict)
+    kubelet_args: dict[str, str] = field(default_factory=dict)  # flags the kubelet runs with (max-pods)
+
+    @property
+    def max_pods(self) -> str:
+        return str(self.kubelet_args.get("max-pods", "110"))
 
     @property
     def kubelet_running(self) -> bool:

@@ -40,6 +40,7 @@ class ClusterSpec:
     workloads: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     token: str | None = None
+    kubelet_args: dict[str, str] = field(default_factory=dict)
 
 
 def _nodes(name: str, kind: str, raw: Any) -> list[NodeSpec]:
@@ -88,7 +89,8 @@ def load_spec(source: str | os.PathLike[str] | dict[str, Any]) -> tuple[list[Clu
             specs.append(ClusterSpec(name, kind, version, _nodes(name, kind, raw.get("nodes")),
                                      copy.deepcopy(list(raw.get("workloads") or [])),
                                      {**(defaults.get("timings") or {}), **(raw.get("timings") or {})},
-                                     raw.get("token") if count == 1 else None))
+                                     raw.get("token") if count == 1 else None,
+                                     {str(k): str(v) for k, v in (raw.get("kubelet_args") or {}).items()}))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError("cluster names must be unique")
@@ -232,7 +234,7 @@ def build_cluster(spec: ClusterSpec, loop: Loop, timings: Timings, time_scale: f
             api.create(c.rt("namespaces"), None, _ns(ns))
         for i, n in enumerate(spec.nodes):
             rt = NodeRuntime(n.name, n.roles, spec.version, f"10.0.{(i // 250) % 250}.{i % 250 + 10}",
-                             extra_labels=n.labels)
+                             extra_labels=n.labels, kubelet_args=dict(spec.kubelet_args))
             c.nodes[n.name] = rt
             c.controllers.kubelets.register(rt)
         for obj in system_objects(spec, c.minor) + workload_objects(spec):

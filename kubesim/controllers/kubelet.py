@@ -72,9 +72,9 @@ def node_object(cluster: Cluster, rt: NodeRuntime, index: int) -> dict[str, Any]
         "spec": {"podCIDR": f"10.42.{index}.0/24"},
         "status": {
             "capacity": {"cpu": cpu, "ephemeral-storage": "101445540Ki", "hugepages-1Gi": "0",
-                         "hugepages-2Mi": "0", "memory": mem, "pods": "110"},
+                         "hugepages-2Mi": "0", "memory": mem, "pods": rt.max_pods},
             "allocatable": {"cpu": cpu, "ephemeral-storage": "98688573818", "hugepages-1Gi": "0",
-                            "hugepages-2Mi": "0", "memory": "8050412Ki", "pods": "110"},
+                            "hugepages-2Mi": "0", "memory": "8050412Ki", "pods": rt.max_pods},
             "conditions": _conditions(now, True),
             "addresses": [{"type": "InternalIP", "address": rt.ip}, {"type": "Hostname", "address": rt.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
@@ -226,6 +226,11 @@ class Kubelets:
         if info.get("kubeletVersion") != rt.version:
             info["kubeletVersion"] = info["kubeProxyVersion"] = rt.version
             changed = True
+        for part in ("capacity", "allocatable"):
+            res = st.setdefault(part, {})
+            if res.get("pods") != rt.max_pods:
+                res["pods"] = rt.max_pods
+                changed = True
         for ctype, reason, msg in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
                                    ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                                    ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available")):

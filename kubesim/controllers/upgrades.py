@@ -25,6 +25,7 @@ drain, and whose upgrade container replaces k3s.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ STATE = AGENT + "state"
 OBSERVED = AGENT + "observed-version"
 MESSAGE = AGENT + "message"
 UPDATED = AGENT + "updated-at"
+KUBELET_ARGS = AGENT + "kubelet-args"
+APPLIED_ARGS = AGENT + "applied-kubelet-args"
 AGENT_DS = ("kube-system", "corral-node-agent")
 PLAN_KEY = "plans.upgrade.cattle.io"
 SUC_NS = "system-upgrade"
@@ -99,11 +102,38 @@ def _annotate(cluster: Cluster, node: str, **values: str) -> None:
     if obj is None:
         return
     ann = obj["metadata"].setdefault("annotations", {})
-    names = {"state": STATE, "observed": OBSERVED, "message": MESSAGE}
+    names = {"state": STATE, "observed": OBSERVED, "message": MESSAGE, "applied_args": APPLIED_ARGS}
     for k, v in values.items():
         ann[names[k]] = v
     ann[UPDATED] = now_iso()
     cluster.api.update(cluster.rt("nodes"), "", node, obj, check_rv=False)
+
+
+def _kubelet_args(cluster: Cluster, cm: ControllerManager, node: dict[str, Any], rt: NodeRuntime) -> None:
+    """Restart the kubelet with the flags the portal asked for (e.g. max-pods)."""
+    ann = node["metadata"].get("annotations") or {}
+    raw = ann.get(KUBELET_ARGS)
+    if raw is None or not rt.kubelet_running:
+        return
+    name = node["metadata"]["name"]
+    try:
+        args = json.loads(raw)
+        if not isinstance(args, dict):
+            raise ValueError("not an object")
+        args = {str(k): str(v) for k, v in args.items()}
+    except ValueError as e:
+        if not ann.get(MESSAGE, "").startswith("invalid kubelet-args"):
+            _annotate(cluster, name, message=f"invalid kubelet-args: {e}")
+        return
+    if args == rt.kubelet_args and ann.get(APPLIED_ARGS) == json.dumps(args, sort_keys=True):
+        return
+    if not _agent_running(cluster, cm, name):
+        return
+    rt.kubelet_args = args
+    cluster.controllers.kubelets.report_status(rt)
+    _annotate(cluster, name, applied_args=json.dumps(args, sort_keys=True), message="kubelet restarted with new arguments")
+    cluster.event(node, "Normal", "KubeletRestarted", f"kubelet restarted with {json.dumps(args, sort_keys=True)}",
+                  "corral-node-agent", name)
 
 
 def node_agent(cluster: Cluster, cm: ControllerManager) -> None:
@@ -111,6 +141,9 @@ def node_agent(cluster: Cluster, cm: ControllerManager) -> None:
         return
     for node in cm.objs("nodes"):
         ann = node["metadata"].get("annotations") or {}
+        rt_args = cluster.nodes.get(node["metadata"]["name"])
+        if rt_args is not None and KUBELET_ARGS in ann:
+            _kubelet_args(cluster, cm, node, rt_args)
         desired = ann.get(DESIRED)
         if not desired:
             continue

@@ -341,3 +341,22 @@ def test_offline_cluster_keeps_running(fleet: Fleet, kube_client: Any) -> None:
     time.sleep(1.5)  # longer than node_grace: heartbeats must go on behind the cut
     fleet.set_online("new1", True)
     assert all(_ready(n) == "True" for n in v1.list_node().items)
+
+
+def test_node_agent_applies_kubelet_args(fleet: Fleet, kube_client: Any) -> None:
+    v1 = client.CoreV1Api(kube_client("rke1"))
+    assert _node(v1, "rke1-worker-2").status.allocatable["pods"] == "110"
+    blob = fleet.snapshot("rke1")
+    v1.patch_node("rke1-worker-2", {"metadata": {"annotations": {AGENT + "kubelet-args": '{"max-pods": "250"}'}}})
+    wait_until(lambda: _node(v1, "rke1-worker-2").status.allocatable["pods"] == "250")
+    n = _node(v1, "rke1-worker-2")
+    assert n.status.capacity["pods"] == "250"
+    assert json.loads(n.metadata.annotations[AGENT + "applied-kubelet-args"]) == {"max-pods": "250"}
+    # an etcd-only restore brings back the old Node object, but the kubelet still runs with 250
+    # and says so at its next status report; re-applying the old args is the portal's job
+    fleet.restore("rke1", blob)
+    wait_until(lambda: _node(v1, "rke1-worker-2").status.allocatable["pods"] == "250")
+    v1.patch_node("rke1-worker-2", {"metadata": {"annotations": {AGENT + "kubelet-args": '{"max-pods": "110"}'}}})
+    wait_until(lambda: json.loads(_node(v1, "rke1-worker-2").metadata.annotations.get(AGENT + "applied-kubelet-args", "{}"))
+               == {"max-pods": "110"})
+    assert fleet.cluster("rke1").nodes["rke1-worker-2"].kubelet_args == {"max-pods": "110"}
