@@ -531,9 +531,8 @@ class ApiServer:
             policy = options.get("propagationPolicy")
             if policy is None and options.get("orphanDependents"):
                 policy = "Orphan"
-            if policy is None and rt.kind in ("ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet",
-                                              "Deployment", "Job") and rt.group in ("extensions",):
-                policy = "Orphan"
+            if policy is None and rt.kind == "Job":
+                policy = "Orphan"  # batch/v1 Jobs orphan their pods unless told otherwise (kubectl says Background)
             now = now_iso()
             if rt.kind == "Namespace":
                 if not meta.get("deletionTimestamp"):
