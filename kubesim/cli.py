@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"kubesim: {len(sim.clusters)} cluster(s) serving at {sim.base_url} (started in {took:.1f}s)", flush=True)
     if args.kubeconfig_dir:
         paths = sim.write_kubeconfigs(args.kubeconfig_dir)
+        sim.ca_file(args.kubeconfig_dir)
         for name, p in paths.items():
             print(f"  {name}: {sim.server_url(name)}  kubeconfig {p}", flush=True)
     else:
@@ -35,22 +38,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _auth_request(url: str, token: str, data: bytes | None = None) -> bytes:
+def _auth_request(args: argparse.Namespace, url: str, data: bytes | None = None) -> bytes:
     req = urllib.request.Request(url, data=data if data is not None else b"", method="POST",
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"})
-    with urllib.request.urlopen(req) as resp:
-        return resp.read()
+                                 headers={"Authorization": f"Bearer {args.token}", "Content-Type": "application/octet-stream"})
+    ctx = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
+    if args.insecure:
+        ctx = ssl._create_unverified_context()
+    try:
+        with urllib.request.urlopen(req, context=ctx) as resp:
+            return resp.read()
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"{e.code}: {e.read().decode(errors='replace')}") from None
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    blob = _auth_request(f"{args.etcd_url.rstrip('/')}/v3/maintenance/snapshot", args.token)
+    blob = _auth_request(args, f"{args.etcd_url.rstrip('/')}/v3/maintenance/snapshot")
     Path(args.file).write_bytes(blob)
     print(f"wrote {len(blob)} bytes to {args.file}")
     return 0
 
 
 def _restore(args: argparse.Namespace) -> int:
-    out = _auth_request(f"{args.etcd_url.rstrip('/')}/v3/maintenance/restore", args.token, Path(args.file).read_bytes())
+    out = _auth_request(args, f"{args.etcd_url.rstrip('/')}/v3/maintenance/restore", Path(args.file).read_bytes())
     print(out.decode())
     return 0
 
@@ -63,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=6443)
     s.add_argument("--time-scale", type=float, default=None, help="multiply every simulated duration")
-    s.add_argument("--kubeconfig-dir", help="write one kubeconfig per cluster here")
+    s.add_argument("--kubeconfig-dir", help="write one kubeconfig per cluster (and kubesim-ca.crt) here")
     s.add_argument("-v", "--verbose", action="store_true")
     for name, helptext in (("snapshot", "save a cluster's etcd snapshot"), ("restore", "restore a cluster from a snapshot")):
         e = sub.add_parser(name, help=helptext)
         e.add_argument("--etcd-url", required=True, help="e.g. http://127.0.0.1:6443/etcd/demo-rke")
         e.add_argument("--token", required=True, help="the cluster's bearer token")
+        e.add_argument("--ca-file", help="CA bundle (the kubeconfig's certificate-authority-data, decoded)")
+        e.add_argument("--insecure", action="store_true", help="skip TLS verification")
         e.add_argument("file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING)
