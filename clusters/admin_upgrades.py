@@ -98,8 +98,8 @@ class UpgradeAdmin(PortalModelAdmin):
                 upgrade_percent=upgrade_percent(upgrade),
                 node_rows=[self._node_row(n) for n in nodes],
                 nodes_done=sum(n.state == NodeUpgrade.State.ACTIVE for n in nodes),
-                can_resume=may and upgrade.state == Upgrade.State.PAUSED,
-                can_cancel=may and upgrade.state in (Upgrade.State.RUNNING, Upgrade.State.PAUSED),
+                can_resume=may and upgrades.resumable(upgrade),
+                can_cancel=may and upgrades.cancellable(upgrade),
                 live=upgrade.state in (Upgrade.State.RUNNING,) or (upgrade.job and upgrade.job.status in ("queued", "running")),
                 state_colours={**STATUS_COLOURS, **NODE_COLOURS},
             )

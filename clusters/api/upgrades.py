@@ -74,8 +74,8 @@ class UpgradeSerializer(PortalSerializer):
         may = access.can(request.user, "upgrade", obj)
         return {
             "view": access.can(request.user, "view", obj),
-            "resume": may and obj.state == Upgrade.State.PAUSED,
-            "cancel": may and obj.state in (Upgrade.State.RUNNING, Upgrade.State.PAUSED),
+            "resume": may and upgrades.resumable(obj),
+            "cancel": may and upgrades.cancellable(obj),
         }
 
 

@@ -15,13 +15,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from clusters.models import Cluster, Upgrade
+from clusters.schema import ConfigError
 from clusters.upgrades.planning import batch_size, plan_rke
 from portal import audit, jobs
 from portal.jobs.control import JobStateError, is_resumable
 from portal.models import Job
 
 __all__ = [
-    "UpgradeError", "active_upgrade", "batch_size", "cancel_upgrade", "plan_rke", "resume_upgrade", "start_upgrade",
+    "UpgradeError", "active_upgrade", "batch_size", "cancel_upgrade", "cancellable", "plan_rke", "resumable",
+    "resume_upgrade", "start_upgrade",
 ]
 
 MODES = ("rolling", "parallel")
@@ -29,8 +31,30 @@ UPGRADABLE = (Cluster.Kind.RKE, Cluster.Kind.K3S)
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:\+k3s(\d+))?")
 
 
-class UpgradeError(ValueError):
-    """The upgrade cannot be started, resumed or cancelled; the message says why."""
+class UpgradeError(ConfigError):
+    """The upgrade cannot be started, resumed or cancelled; the message says why.
+
+    A config error naming ``kubernetes_version``: whoever saves a config through
+    ``config.apply`` already turns it into a 400 on that field, and nothing is saved.
+    """
+
+    def __init__(self, message: str, field: str = "kubernetes_version"):
+        super().__init__([(field, None, message)])
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def resumable(upgrade: Upgrade) -> bool:
+    """Paused (or its worker was lost): its job can run again and continue."""
+    job = upgrade.job
+    return (upgrade.state not in (Upgrade.State.SUCCEEDED, Upgrade.State.CANCELLED) and job is not None
+            and is_resumable(job))
+
+
+def cancellable(upgrade: Upgrade) -> bool:
+    return upgrade.state in (Upgrade.State.RUNNING, Upgrade.State.PAUSED)
 
 
 def _version_key(version: str) -> tuple[int, ...] | None:
@@ -101,11 +125,12 @@ def start_upgrade(cluster: Cluster, target: str, *, user=None, mode: str | None 
 @transaction.atomic
 def resume_upgrade(upgrade: Upgrade, *, user=None) -> Job:
     """Queue a paused upgrade's job again; it continues from the stored node states."""
-    upgrade = Upgrade.objects.select_for_update().select_related("job", "cluster").get(pk=upgrade.pk)
+    upgrade = Upgrade.objects.select_for_update(of=("self",)).select_related("job", "cluster").get(
+        pk=upgrade.pk)
     job = upgrade.job
     if job is None:
         raise UpgradeError("This upgrade has no job to resume.")
-    if upgrade.state in (Upgrade.State.SUCCEEDED, Upgrade.State.CANCELLED) or not is_resumable(job):
+    if not resumable(upgrade):
         raise UpgradeError(f"The upgrade is {upgrade.state} and its job {job.status}; only a paused upgrade "
                            "can be resumed.")
     try:
@@ -126,8 +151,9 @@ def cancel_upgrade(upgrade: Upgrade, *, user=None) -> Upgrade:
     any node it still holds."""
     from clusters.upgrades.runners import ReleaseRunner
 
-    upgrade = Upgrade.objects.select_for_update().select_related("job", "cluster").get(pk=upgrade.pk)
-    if upgrade.state in (Upgrade.State.SUCCEEDED, Upgrade.State.FAILED, Upgrade.State.CANCELLED):
+    upgrade = Upgrade.objects.select_for_update(of=("self",)).select_related("job", "cluster").get(
+        pk=upgrade.pk)
+    if not cancellable(upgrade):
         raise UpgradeError(f"The upgrade has already {upgrade.state}.")
     job = upgrade.job
     if job is not None and job.status not in Job.FINISHED:

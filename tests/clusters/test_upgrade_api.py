@@ -6,7 +6,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from clusters import config, inventory
-from clusters.models import NodeUpgrade, Upgrade
+from clusters.models import Cluster, NodeUpgrade, Upgrade
 from clusters.upgrades.testing import client_for, rke_cluster
 from portal.jobs import reap_lost_jobs
 from portal.models import Job
@@ -126,6 +126,9 @@ def test_upgrade_on_a_real_worker_survives_the_worker_being_killed(sim, rq_worke
     assert Job.objects.get(pk=job_id).status == "paused"
     done_before = set(NodeUpgrade.objects.filter(upgrade=upgrade, state="active").values_list("node_name", flat=True))
 
+    view = owner.get(f"/v3/upgrades/{upgrade.pk}/").json()
+    assert view["state"] == "running" and view["job_status"] == "paused"  # as the reaper left it
+    assert view["capabilities"]["resume"] is True
     assert owner.post(f"/v3/upgrades/{upgrade.pk}/resume/").status_code == 202
     worker = WorkerProcess(tmp_path / "second-worker.log").start()
     try:
@@ -140,3 +143,15 @@ def test_upgrade_on_a_real_worker_survives_the_worker_being_killed(sim, rq_worke
                                                                             "active"]
     assert {n["version"] for n in sim.info(NAME)["nodes"]} == {"v1.16.8"}
     assert _cordoned(sim) == []
+
+
+@pytest.mark.django_db
+def test_a_refused_upgrade_is_a_400_on_kubernetes_version_and_saves_nothing(sim, admin_user):
+    cluster = inventory.import_cluster(name=NAME, kubeconfig=sim.kubeconfig(NAME), user=admin_user)
+    Cluster.objects.filter(pk=cluster.pk).update(kubernetes_version="v1.16.8")
+    versions_before = cluster.config_versions.count()
+    response = _client(admin_user).post(f"/v3/clusters/{cluster.pk}/upgrade/", {"kubernetes_version": "v1.15.12"},
+                                        format="json")
+    assert response.status_code == 400, response.content
+    assert "downgrade" in response.json()["error"]["fields"]["kubernetes_version"][0]
+    assert cluster.config_versions.count() == versions_before and not Upgrade.objects.exists()
