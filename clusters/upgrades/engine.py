@@ -20,7 +20,7 @@ from django.utils import timezone
 from clusters import kube
 from clusters.models import Cluster, NodeUpgrade, Upgrade
 from clusters.upgrades.nodes import ClusterApi
-from clusters.upgrades.planning import PlannedNode, describe
+from clusters.upgrades.planning import PlannedNode, describe, kubelet_version
 from clusters.upgrades.records import Recorder, percent
 from portal.jobs import JobCancelled, JobFailed, JobPaused, NullReporter, Reporter
 
@@ -96,6 +96,7 @@ class Engine:
                 raise JobCancelled("cancelled on request")
             if self.pause_reasons:
                 raise Halt("; ".join(self.pause_reasons))
+            self._note_newcomers()
             seconds = round(time.monotonic() - started, 2)
             self._finish(U.SUCCEEDED, "")
             self.rec.log(f"All {len(self.rows)} nodes run {self.target} ({seconds} s)")
@@ -156,6 +157,15 @@ class Engine:
         for p in planned:
             if p.cordoned_before:
                 self.rec.log(f"{p.role} node {p.name} was already cordoned; it stays cordoned after its upgrade")
+
+    def _note_newcomers(self) -> None:
+        """Nodes that joined after the plan was made are not upgraded by this run; say so."""
+        planned = {r.node_name for r in self.rows}
+        others = sorted(f"{name} ({kubelet_version(node) or '?'})" for name, node in self.api.nodes().items()
+                        if name not in planned and kubelet_version(node) != self.target)
+        if others:
+            self.rec.log(f"Nodes that joined during the upgrade still run another version: {', '.join(others)}; "
+                         "upgrade them with another run", "warning")
 
     def _safe_release(self) -> None:
         if self.api is None:
