@@ -210,7 +210,7 @@ class K3sEngine(Engine):
             if row.state in (S.PENDING, S.ACTIVE):
                 continue
             if not row.cordoned_before:
-                self.api.cordon(row.node_name, False)
+                self.api.uncordon(row.node_name)
             if row.state in HOLDING:
                 self.rec.move(row, S.PENDING, "uncordoned: the upgrade stopped before this node was upgraded")
             elif row.state == S.UPGRADED:

@@ -18,6 +18,7 @@ DESIRED = AGENT + "desired-version"
 AGENT_STATE = AGENT + "state"
 OBSERVED = AGENT + "observed-version"
 AGENT_MESSAGE = AGENT + "message"
+CORDONED_BY = "upgrade.corral.io/cordoned-by"  # which upgrade cordoned the node (removed on uncordon)
 MERGE = "application/merge-patch+json"
 TIMEOUT = (kube.CONNECT_TIMEOUT, kube.READ_TIMEOUT)
 
@@ -80,18 +81,23 @@ class ClusterApi:
                 return  # the node left the cluster; the engine notices on its next look
             raise kube.explain(exc, self.server) from None
 
-    def cordon(self, name: str, cordoned: bool = True) -> None:
-        self.patch_node(name, {"spec": {"unschedulable": True if cordoned else None}})
+    def cordon(self, name: str, by: str = "") -> None:
+        """Cordon a node, noting which upgrade did it (so a resumed run knows the cordon is its own)."""
+        self.patch_node(name, {"spec": {"unschedulable": True}, "metadata": {"annotations": {CORDONED_BY: by or None}}})
 
-    def request_version(self, name: str, version: str, *, retry: bool = False, cordon: bool = False) -> None:
-        """Ask the node agent for ``version`` (cordoning the node in the same request if asked);
-        ``retry`` clears a Failed state so the agent tries again."""
+    def uncordon(self, name: str) -> None:
+        self.patch_node(name, {"spec": {"unschedulable": None}, "metadata": {"annotations": {CORDONED_BY: None}}})
+
+    def request_version(self, name: str, version: str, *, retry: bool = False, cordon_by: str = "") -> None:
+        """Ask the node agent for ``version`` (cordoning the node in the same request when ``cordon_by``
+        names the upgrade); ``retry`` clears a Failed state so the agent tries again."""
         ann: dict[str, Any] = {DESIRED: version}
         if retry:
             ann[AGENT_STATE] = None
         patch: dict[str, Any] = {"metadata": {"annotations": ann}}
-        if cordon:
+        if cordon_by:
             patch["spec"] = {"unschedulable": True}
+            ann[CORDONED_BY] = cordon_by
         self.patch_node(name, patch)
 
     # ------------------------------------------------------------------ pods and evictions

@@ -19,7 +19,14 @@ from typing import Any
 
 from clusters.upgrades import drain
 from clusters.upgrades.engine import Engine
-from clusters.upgrades.nodes import AGENT_STATE, DESIRED, agent_failed, annotations, ready_condition
+from clusters.upgrades.nodes import (
+    AGENT_STATE,
+    CORDONED_BY,
+    DESIRED,
+    agent_failed,
+    annotations,
+    ready_condition,
+)
 from clusters.upgrades.planning import (
     PlannedNode,
     is_cordoned,
@@ -43,6 +50,7 @@ class RkeEngine(Engine):
         self.clock: dict[str, float] = {}
         self.drains: dict[str, drain.DrainState] = {}
         self.limits: dict[str, int] = {}
+        self.marker = f"upgrade-{self.upgrade.pk}"
 
     def plan(self, nodes: dict[str, dict[str, Any]]) -> list[PlannedNode]:
         return plan_rke(list(nodes.values()), self.strategy, self.upgrade.mode)
@@ -103,6 +111,8 @@ class RkeEngine(Engine):
             if self.halted:
                 return
             if row.state == S.PENDING and self.is_done(node):
+                if is_cordoned(node) and annotations(node).get(CORDONED_BY) == self.marker:
+                    self.api.uncordon(name)  # a run killed before it could record this node's walk
                 self.rec.move(row, S.ACTIVE, f"already runs {self.target}")
                 return
             if not may_start:
@@ -111,25 +121,25 @@ class RkeEngine(Engine):
                 self.start_upgrade(row, node)
                 return
             retry = row.state == S.FAILED
-            if row.state == S.PENDING and is_cordoned(node):
-                row.cordoned_before = True
+            if row.state == S.PENDING and is_cordoned(node) and annotations(node).get(CORDONED_BY) != self.marker:
+                row.cordoned_before = True  # someone else's cordon: it stays
             message = "retrying after resume" if retry else (
                 "was already cordoned; stays cordoned" if row.cordoned_before else "")
             if not self.drain_on:  # cordon and ask for the version in one request
                 self.api.request_version(name, self.target, retry=bool(agent_failed(node, self.target)),
-                                         cordon=not row.cordoned_before)
+                                         cordon_by="" if row.cordoned_before else self.marker)
                 self.rec.move(row, S.CORDONED, message)
                 self.clock[name] = time.monotonic()
                 self.rec.move(row, S.UPGRADING, f"{kubelet_version(node) or '?'} → {self.target}")
                 return
             if not row.cordoned_before:
-                self.api.cordon(name)
+                self.api.cordon(name, self.marker)
             self.rec.move(row, S.CORDONED, message)
         if row.state == S.CORDONED:
             if self.halted:
                 return
             if not row.cordoned_before and not is_cordoned(node):
-                self.api.cordon(name)  # a run that stopped without cleaning up may have left it uncordoned
+                self.api.cordon(name, self.marker)  # a run that stopped half way may have left it uncordoned
             if not self.drain_on:
                 self.start_upgrade(row, node)
                 return
@@ -153,7 +163,7 @@ class RkeEngine(Engine):
             self.rec.move(row, S.UPGRADED, f"Ready on {self.target}")
         if row.state == S.UPGRADED:
             if self.rolling and not row.cordoned_before:
-                self.api.cordon(name, False)
+                self.api.uncordon(name)
             self.rec.move(row, S.ACTIVE, "uncordoned" if self.rolling and not row.cordoned_before else "")
 
     def is_done(self, node: dict[str, Any]) -> bool:
@@ -230,7 +240,7 @@ class RkeEngine(Engine):
             if row.state in (S.PENDING, S.ACTIVE):
                 continue
             if self.rolling and not row.cordoned_before:
-                self.api.cordon(row.node_name, False)
+                self.api.uncordon(row.node_name)
             if row.state in HOLDING:
                 self.rec.move(row, S.PENDING, "uncordoned: the upgrade stopped before this node was upgraded")
             elif row.state == S.UPGRADED:

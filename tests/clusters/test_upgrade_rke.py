@@ -236,6 +236,8 @@ def test_killed_run_resumes_where_it_was(rk, admin_user, run_jobs, monkeypatch):
     job.refresh_from_db()
     assert job.status == Job.Status.RUNNING  # as a dead worker leaves it
     assert cordoned(sim) == [f"{NAME}-controlplane-1"]
+    assert sim.cluster(NAME).store.get("nodes", "", f"{NAME}-controlplane-1")["metadata"]["annotations"][
+        "upgrade.corral.io/cordoned-by"] == f"upgrade-{Upgrade.objects.get(job=job).pk}"
     Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - dt.timedelta(minutes=5))
     with override_settings(JOB_STALE_SECONDS=60):
         assert reap_lost_jobs()["lost"] == 1
@@ -250,3 +252,49 @@ def test_killed_run_resumes_where_it_was(rk, admin_user, run_jobs, monkeypatch):
     for node in ("etcd-1", "controlplane-1", "worker-1", "worker-2"):
         assert walk(upgrade, node) == ["cordoned", "upgrading", "upgraded", "active"], node
     assert cordoned(sim) == [] and set(versions(sim).values()) == {"v1.16.8"}
+
+
+def test_a_node_cordoned_before_the_upgrade_stays_cordoned(rk, admin_user, run_jobs):
+    sim, cluster = rk
+    from kubernetes import client
+
+    api = client_for(sim.kubeconfig(NAME))
+    client.CoreV1Api(api).patch_node(f"{NAME}-worker-2", {"spec": {"unschedulable": True}},
+                                     _content_type="application/merge-patch+json")
+    api.close()
+    job = start(cluster, admin_user, drain=True)
+    run_jobs()
+    upgrade = Upgrade.objects.get(job=job)
+    assert upgrade.state == Upgrade.State.SUCCEEDED
+    row = upgrade.nodes.get(node_name=f"{NAME}-worker-2")
+    assert row.cordoned_before and row.transitions.first().message == "was already cordoned; stays cordoned"
+    assert cordoned(sim) == [f"{NAME}-worker-2"]
+    assert set(versions(sim).values()) == {"v1.16.8"}
+
+
+def test_a_run_killed_before_recording_its_cordon_still_uncordons(rk, admin_user, run_jobs, monkeypatch):
+    sim, cluster = rk
+    job = start(cluster, admin_user)
+    original = Engine.tick
+
+    def tick(self, message):
+        if any(r.state == "upgrading" for r in self.rows):
+            raise Killed()
+        original(self, message)
+
+    monkeypatch.setattr(Engine, "tick", tick)
+    with pytest.raises(Killed):
+        run_jobs()
+    monkeypatch.setattr(Engine, "tick", original)
+    upgrade = Upgrade.objects.get(job=job)
+    # As if the worker died between cordoning the node and writing down that it did.
+    row = upgrade.nodes.get(node_name=f"{NAME}-etcd-1")
+    row.transitions.all().delete()
+    NodeUpgrade.objects.filter(pk=row.pk).update(state="pending", started_at=None)
+    assert cordoned(sim) == [f"{NAME}-etcd-1"]
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.PAUSED)
+    upgrades.resume_upgrade(upgrade, user=admin_user)
+    run_jobs()
+    assert Upgrade.objects.get(pk=upgrade.pk).state == Upgrade.State.SUCCEEDED
+    assert not upgrade.nodes.get(node_name=f"{NAME}-etcd-1").cordoned_before
+    assert cordoned(sim) == []
