@@ -94,17 +94,17 @@ class JobAdmin(PortalModelAdmin):
         return HttpResponseRedirect(reverse("admin:portal_job_change", args=[pk]))
 
     def cancel_view(self, request, pk):
-        return self._control(request, pk, jobs.cancel, "cancel")
+        return self._control(request, pk, jobs.request_cancel, "cancel")
 
     def resume_view(self, request, pk):
-        return self._control(request, pk, jobs.resume, "resume")
+        return self._control(request, pk, jobs.request_resume, "resume")
 
     @admin.action(description="Cancel selected jobs")
     def cancel_selected(self, request, queryset):
         done = 0
         for job in access.restrict(queryset, request.user, "cancel"):
             try:
-                jobs.cancel(job, user=request.user)
+                jobs.request_cancel(job, user=request.user)
                 done += 1
             except JobStateError:
                 pass

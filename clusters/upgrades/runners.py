@@ -4,6 +4,7 @@ from __future__ import annotations
 from clusters import kube
 from clusters.models import Upgrade
 from portal import jobs
+from portal.jobs.control import JobStateError
 
 
 def engine_for(upgrade: Upgrade, reporter=None, job_id=None):
@@ -28,6 +29,39 @@ class UpgradeRunner(jobs.JobRunner):
         if upgrade is None:
             raise jobs.JobFailed("the upgrade this job was for no longer exists")
         return engine_for(upgrade, reporter=self, job_id=self.job.pk).run()
+
+    # Cancel and resume from the job pages go through the upgrade, so it and its nodes follow.
+    @classmethod
+    def _upgrade(cls, job):
+        upgrade = Upgrade.objects.filter(pk=(job.params or {}).get("upgrade_id")).first()
+        if upgrade is None:
+            raise JobStateError("the upgrade this job was for no longer exists")
+        return upgrade
+
+    @classmethod
+    def request_cancel(cls, job, user=None):
+        from clusters.upgrades import UpgradeError, cancel_upgrade
+
+        try:
+            cancel_upgrade(cls._upgrade(job), user=user)
+        except UpgradeError as exc:
+            raise JobStateError(str(exc)) from None
+        job.refresh_from_db()
+        return job
+
+    @classmethod
+    def request_resume(cls, job, user=None):
+        from clusters.upgrades import UpgradeError, resume_upgrade
+
+        try:
+            return resume_upgrade(cls._upgrade(job), user=user)
+        except UpgradeError as exc:
+            raise JobStateError(str(exc)) from None
+
+    @classmethod
+    def on_lost(cls, job, reason: str) -> None:
+        Upgrade.objects.filter(pk=(job.params or {}).get("upgrade_id"), state=Upgrade.State.RUNNING).update(
+            state=Upgrade.State.PAUSED, reason=reason)
 
 
 class ReleaseRunner(jobs.JobRunner):

@@ -88,7 +88,7 @@ class JobViewSet(PortalReadOnlyViewSet):
     def cancel(self, request, pk=None):
         job = self.get_object()
         try:
-            job = jobs.cancel(job, user=request.user)
+            job = jobs.request_cancel(job, user=request.user)
         except JobStateError as exc:
             return conflict(str(exc))
         return Response(JobSerializer(job, context=self.get_serializer_context()).data)
@@ -98,7 +98,7 @@ class JobViewSet(PortalReadOnlyViewSet):
     def resume(self, request, pk=None):
         job = self.get_object()
         try:
-            job = jobs.resume(job, user=request.user)
+            job = jobs.request_resume(job, user=request.user)
         except JobStateError as exc:
             return conflict(str(exc))
         return Response(JobSerializer(job, context=self.get_serializer_context()).data)

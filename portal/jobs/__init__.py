@@ -18,6 +18,8 @@ from portal.jobs.runner import (
     get_runner,
     register,
     registered_kinds,
+    request_cancel,
+    request_resume,
 )
 
 __all__ = [
@@ -37,5 +39,7 @@ __all__ = [
     "reap_lost_jobs",
     "register",
     "registered_kinds",
+    "request_cancel",
+    "request_resume",
     "resume",
 ]

@@ -41,6 +41,10 @@ def reap_lost_jobs() -> dict[str, int]:
         if Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, heartbeat_at=job.heartbeat_at).update(**fields):
             JobLogLine.objects.create(job=job, level="error", message=reason)
             lost += 1
+            try:
+                get_runner(job.kind).on_lost(job, reason)
+            except Exception:  # noqa: BLE001 - one runner's hook must not stop the reaper
+                logger.exception("on_lost hook of %s failed", job.kind)
     requeued = 0
     for job in Job.objects.filter(status=Job.Status.QUEUED, created_at__lt=stale):
         if not _rq_job_exists(job) and push(job):

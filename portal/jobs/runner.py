@@ -76,6 +76,24 @@ class JobRunner:
     def run(self) -> Any:
         raise NotImplementedError
 
+    # Operators cancel and resume jobs from the generic job pages; a runner whose job stands for a
+    # domain object (an upgrade) overrides these so that object follows, whichever page was used.
+    @classmethod
+    def request_cancel(cls, job: Job, user=None) -> Job:
+        from portal.jobs.control import cancel
+
+        return cancel(job, user=user)
+
+    @classmethod
+    def request_resume(cls, job: Job, user=None) -> Job:
+        from portal.jobs.control import resume
+
+        return resume(job, user=user)
+
+    @classmethod
+    def on_lost(cls, job: Job, reason: str) -> None:
+        """Called by the reaper after it paused or failed a job whose worker died."""
+
     def log(self, message: str, level: str = "info") -> None:
         message = redact(str(message))
         JobLogLine.objects.create(job_id=self.job.pk, level=level, message=message, at=timezone.now())
@@ -113,3 +131,12 @@ def get_runner(kind: str) -> type[JobRunner]:
 
 def registered_kinds() -> list[str]:
     return sorted(_runners)
+
+
+def request_cancel(job: Job, user=None) -> Job:
+    """Cancel a job the way its runner wants (the entry point for job pages in admin and API)."""
+    return get_runner(job.kind).request_cancel(job, user=user)
+
+
+def request_resume(job: Job, user=None) -> Job:
+    return get_runner(job.kind).request_resume(job, user=user)

@@ -127,7 +127,7 @@ def test_upgrade_on_a_real_worker_survives_the_worker_being_killed(sim, rq_worke
     done_before = set(NodeUpgrade.objects.filter(upgrade=upgrade, state="active").values_list("node_name", flat=True))
 
     view = owner.get(f"/v3/upgrades/{upgrade.pk}/").json()
-    assert view["state"] == "running" and view["job_status"] == "paused"  # as the reaper left it
+    assert view["state"] == "paused" and view["job_status"] == "paused"  # the reaper paused both
     assert view["capabilities"]["resume"] is True
     assert owner.post(f"/v3/upgrades/{upgrade.pk}/resume/").status_code == 202
     worker = WorkerProcess(tmp_path / "second-worker.log").start()

@@ -298,3 +298,36 @@ def test_a_run_killed_before_recording_its_cordon_still_uncordons(rk, admin_user
     assert Upgrade.objects.get(pk=upgrade.pk).state == Upgrade.State.SUCCEEDED
     assert not upgrade.nodes.get(node_name=f"{NAME}-etcd-1").cordoned_before
     assert cordoned(sim) == []
+
+
+def test_job_pages_cancel_a_paused_upgrade_through_the_upgrade(rk, admin_user, admin_api, run_jobs):
+    """Cancelling from /v3/jobs/ (or the job admin page) cancels the upgrade too and releases its nodes."""
+    sim, cluster = rk
+    sim.fail_node_upgrade(NAME, f"{NAME}-etcd-1")
+    job = start(cluster, admin_user)
+    run_jobs()
+    assert Upgrade.objects.get(job=job).state == Upgrade.State.PAUSED
+    response = admin_api.post(f"/v3/jobs/{job.pk}/cancel/")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "cancelled"
+    upgrade = Upgrade.objects.get(job=job)
+    assert upgrade.state == Upgrade.State.CANCELLED
+    run_jobs()
+    assert cordoned(sim) == []
+    assert admin_api.post(f"/v3/jobs/{job.pk}/resume/").status_code == 409
+
+
+def test_reaper_marks_the_upgrade_paused_when_its_worker_is_lost(rk, admin_user, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.jobs import reap_lost_jobs
+
+    sim, cluster = rk
+    job = start(cluster, admin_user)
+    long_ago = timezone.now() - timedelta(minutes=10)
+    Job.objects.filter(pk=job.pk).update(status="running", started_at=long_ago, heartbeat_at=long_ago)
+    assert reap_lost_jobs()["lost"] == 1
+    upgrade = Upgrade.objects.get(job=job)
+    assert upgrade.state == Upgrade.State.PAUSED and "stopped responding" in upgrade.reason
