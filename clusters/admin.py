@@ -12,7 +12,7 @@ from clusters import config as cluster_config
 from clusters import inventory, schema, services
 from clusters.forms import ClusterForm, ConfigYAMLForm
 from clusters.models import Cluster, ClusterConfigVersion, Node, Project
-from portal.admin_base import PortalModelAdmin
+from portal.admin_base import PortalModelAdmin, ReadOnlyAdminMixin
 from rbac import access
 
 STATE_COLOURS = {"active": "#198754", "upgrading": "#0d6efd", "restoring": "#6f42c1", "unavailable": "#dc3545",
@@ -161,7 +161,7 @@ class ClusterAdmin(PortalModelAdmin):
 
 
 @admin.register(Node)
-class NodeAdmin(PortalModelAdmin):
+class NodeAdmin(ReadOnlyAdminMixin, PortalModelAdmin):
     list_display = ["name", "cluster", "roles", "state", "kubelet_version", "os_image", "synced_at"]
     list_filter = ["cluster", "ready", "unschedulable", "kubelet_version"]
     search_fields = ["name", "internal_ip", "cluster__name"]
@@ -169,12 +169,6 @@ class NodeAdmin(PortalModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in Node._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Project)

@@ -11,7 +11,7 @@ from clusters import upgrades
 from clusters.models import NodeUpgrade, Upgrade
 from clusters.upgrades.records import label
 from portal.admin import STATUS_COLOURS, progress_bar, status_badge
-from portal.admin_base import PortalModelAdmin
+from portal.admin_base import PortalModelAdmin, ReadOnlyAdminMixin
 from rbac import access
 
 NODE_COLOURS = {
@@ -27,7 +27,7 @@ def upgrade_percent(upgrade: Upgrade) -> int:
 
 
 @admin.register(Upgrade)
-class UpgradeAdmin(PortalModelAdmin):
+class UpgradeAdmin(ReadOnlyAdminMixin, PortalModelAdmin):
     change_form_template = "admin/clusters/upgrade/change_form.html"
     list_display = ["__str__", "cluster", "mode", "state_col", "progress_col", "created_by", "created_at", "finished_at"]
     list_filter = ["state", "mode", "cluster"]
@@ -47,15 +47,6 @@ class UpgradeAdmin(PortalModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return self.fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         own = [

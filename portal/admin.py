@@ -8,7 +8,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from portal import jobs
-from portal.admin_base import PortalModelAdmin
+from portal.admin_base import PortalModelAdmin, ReadOnlyAdminMixin
 from portal.jobs.control import JobStateError, is_resumable
 from portal.models import ApiToken, AuditEvent, Job, JobLogLine
 from rbac import access
@@ -149,20 +149,11 @@ class ApiTokenAdmin(PortalModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(PortalModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, PortalModelAdmin):
     list_display = ["at", "username", "action", "object_type", "object_repr", "cluster", "source_ip"]
     list_filter = ["action", "object_type", "cluster"]
     search_fields = ["username", "object_repr", "message", "object_id"]
     date_hierarchy = "at"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class AdminOnlyMixin:

@@ -93,3 +93,16 @@ class PortalModelAdmin(admin.ModelAdmin):
                 audit.record("update", obj, message=f"changed {', '.join(fields)}")
             for obj in formset.deleted_objects:
                 audit.record("delete", obj)
+
+
+class ReadOnlyAdminMixin:
+    """Records only the system writes (audit rows, upgrades, inventory): shown, never edited here."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

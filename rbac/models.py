@@ -60,6 +60,14 @@ class RoleTemplate(Role):
     context = models.CharField(max_length=16, choices=Context.choices)
 
 
+def one_subject(name: str) -> models.CheckConstraint:
+    """A binding names exactly one user or one group."""
+    return models.CheckConstraint(
+        condition=models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False),
+        name=name,
+    )
+
+
 class Binding(models.Model):
     """Grants a role to exactly one user or one group."""
 
@@ -87,12 +95,7 @@ class GlobalRoleBinding(Binding):
 
     class Meta:
         ordering = ["id"]
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False),
-                name="rbac_grb_one_subject",
-            )
-        ]
+        constraints = [one_subject("rbac_grb_one_subject")]
 
     def __str__(self) -> str:
         return f"{self.role} → {self.subject}"
@@ -107,12 +110,7 @@ class ClusterRoleBinding(Binding):
 
     class Meta:
         ordering = ["id"]
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False),
-                name="rbac_crb_one_subject",
-            )
-        ]
+        constraints = [one_subject("rbac_crb_one_subject")]
 
     def __str__(self) -> str:
         return f"{self.role} on {self.cluster} → {self.subject}"
@@ -132,12 +130,7 @@ class ProjectRoleBinding(Binding):
 
     class Meta:
         ordering = ["id"]
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False),
-                name="rbac_prb_one_subject",
-            )
-        ]
+        constraints = [one_subject("rbac_prb_one_subject")]
 
     def __str__(self) -> str:
         return f"{self.role} on {self.project} → {self.subject}"
