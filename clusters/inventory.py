@@ -179,10 +179,13 @@ def sync_clusters(cluster_ids: list[int], reporter: Reporter | None = None, thre
         else:
             report.unavailable.append(cluster.name)
             reason = outcome.error.reason if isinstance(outcome.error, kube.ClusterError) else str(outcome.error)
+            # Unreachable clusters come back by themselves; refused credentials need someone to act.
+            unreachable = isinstance(outcome.error, kube.ClusterError) and outcome.error.unreachable
+            new_state = Cluster.State.UNAVAILABLE if unreachable else Cluster.State.ERROR
             if cluster.state in SYNC_OWNED_STATES:
-                if cluster.state != Cluster.State.UNAVAILABLE:
-                    reporter.log(f"{cluster.name}: unavailable: {reason}", "warning")
-                cluster.state = Cluster.State.UNAVAILABLE
+                if cluster.state != new_state:
+                    reporter.log(f"{cluster.name}: {new_state.label.lower()}: {reason}", "warning")
+                cluster.state = new_state
             cluster.state_reason = reason
         changed.append(cluster)
     known = {(cid, name): (pk, digest) for pk, cid, name, digest in

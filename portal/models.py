@@ -61,8 +61,7 @@ class Job(models.Model):
         indexes = [models.Index(fields=["target_type", "target_id"])]
 
     def __str__(self) -> str:
-        target = f" {self.target_repr}" if self.target_repr else ""
-        return f"{self.kind}{target} ({self.get_status_display().lower()})"
+        return f"{self.kind} {self.target_repr}".strip()
 
     @property
     def is_finished(self) -> bool:

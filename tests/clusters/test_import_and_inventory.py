@@ -162,3 +162,17 @@ def test_unchanged_nodes_are_not_rewritten(admin_api, fleet):
     after = inventory.sync_clusters([cluster.pk])
     assert after.nodes_written == 1
     assert Node.objects.get(name="rke-a-worker-2").unschedulable
+
+
+def test_refused_credentials_put_the_cluster_in_error_until_fixed(admin_api, fleet):
+    _import(admin_api, fleet, "k3s-a")
+    cluster = Cluster.objects.get()
+    fleet.rotate_token("k3s-a")
+    inventory.sync_clusters([cluster.pk])
+    cluster.refresh_from_db()
+    assert cluster.state == "error" and "401 Unauthorized" in cluster.state_reason
+    response = admin_api.patch(f"/v3/clusters/{cluster.pk}/", {"kubeconfig": fleet.kubeconfig("k3s-a")}, format="json")
+    assert response.status_code == 200, response.content
+    inventory.sync_clusters([cluster.pk])
+    cluster.refresh_from_db()
+    assert cluster.state == "active" and cluster.state_reason == ""
