@@ -17,6 +17,9 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import KubeConfigLoader
 
+# libyaml's loader when present: a kubeconfig is parsed on every sync of every cluster.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 20.0
 
@@ -38,7 +41,10 @@ class ClusterError(Exception):
 def parse_kubeconfig(text: str) -> dict[str, Any]:
     """Parse and sanity-check a kubeconfig, naming the problem and where it is."""
     try:
-        doc = yaml.safe_load(text)
+        try:
+            doc = yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
+        except yaml.YAMLError:
+            doc = yaml.safe_load(text)  # again, for the pure-Python loader's more precise error position
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
