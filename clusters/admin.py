@@ -65,7 +65,7 @@ class ClusterAdmin(PortalModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
-            return [(None, {"fields": ["name", "description", "kubeconfig"]})]
+            return [(None, {"fields": ["name", "description", "kubeconfig", "allow_insecure_tls"]})]
         return [
             (None, {"fields": ["name", "description", "kind", "state", "state_reason", "kubernetes_version",
                                "node_count", "last_synced_at", "config_col"]}),
@@ -92,8 +92,10 @@ class ClusterAdmin(PortalModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
+        self.check_write(request, "add", obj)
         cluster = inventory.import_cluster(name=obj.name, description=obj.description, kubeconfig=obj.kubeconfig,
-                                           user=request.user, view=form.cluster_view)
+                                           user=request.user, view=form.cluster_view,
+                                           allow_insecure_tls=bool(form.cleaned_data.get("allow_insecure_tls")))
         obj.pk = cluster.pk
         obj.refresh_from_db()
 
@@ -127,6 +129,8 @@ class ClusterAdmin(PortalModelAdmin):
                                                         comment=form.cleaned_data["comment"])
                 except schema.ConfigError as exc:
                     form.add_error("yaml", [schema.ConfigError.format(e) for e in exc.errors])
+                except access.WriteRefused as exc:
+                    form.add_error("yaml", str(exc))
                 else:
                     messages.success(request, f"Saved config version {version.version}.")
                     if job is not None:
@@ -145,10 +149,11 @@ class ClusterAdmin(PortalModelAdmin):
         cluster = self._cluster(request, pk)
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:clusters_cluster_change", args=[pk]))
-        if not access.can(request.user, "sync", cluster):
+        try:
+            job = services.request_sync(cluster, user=request.user)
+        except access.WriteRefused:
             messages.error(request, "You may not sync this cluster.")
             return HttpResponseRedirect(reverse("admin:clusters_cluster_change", args=[pk]))
-        job = services.request_sync(cluster, user=request.user)
         return HttpResponseRedirect(reverse("admin:portal_job_change", args=[job.pk]))
 
     @admin.action(description="Sync inventory now")

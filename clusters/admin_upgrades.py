@@ -60,11 +60,10 @@ class UpgradeAdmin(ReadOnlyAdminMixin, PortalModelAdmin):
         back = HttpResponseRedirect(reverse("admin:clusters_upgrade_change", args=[pk]))
         if request.method != "POST":
             return back
-        if not access.can(request.user, "upgrade", upgrade):
-            messages.error(request, f"You may not {verb} upgrades of {upgrade.cluster}.")
-            return back
         try:
             operation(upgrade, user=request.user)
+        except access.WriteRefused:
+            messages.error(request, f"You may not {verb} upgrades of {upgrade.cluster}.")
         except upgrades.UpgradeError as exc:
             messages.error(request, str(exc))
         else:

@@ -9,6 +9,7 @@ from django.db.models import Max
 from clusters import schema
 from clusters.models import Cluster, ClusterConfigVersion
 from portal import audit
+from rbac import access
 
 
 def initial_document(cluster: Cluster) -> dict[str, Any]:
@@ -57,6 +58,7 @@ def apply(cluster: Cluster, document_or_yaml: dict[str, Any] | str, *, user=None
     Returns (config version, upgrade job or None). Admin "Edit as YAML", the API and
     restores all come through here.
     """
+    access.require(user, "change", cluster)
     with transaction.atomic():
         before = desired_version(cluster)
         if isinstance(document_or_yaml, str):
@@ -68,6 +70,8 @@ def apply(cluster: Cluster, document_or_yaml: dict[str, Any] | str, *, user=None
         if target != before and target != cluster.kubernetes_version:
             from clusters.upgrades import start_upgrade
 
+            # A new version is an upgrade, whichever door it came through; refusing rolls the config back.
+            access.require(user, "upgrade", cluster)
             job = start_upgrade(cluster, target, user=user)
     return version, job
 

@@ -5,7 +5,12 @@ from django import forms
 
 from clusters import inventory, kube, schema
 from clusters.models import Cluster
+from portal import audit
 from portal.forms import SecretFormField, SecretsKeptForm
+
+# Cluster names are unique across all tenants. A taken name gets this answer whoever holds it,
+# in the admin and the API alike: "already exists" would confirm another tenant's cluster.
+NAME_NOT_AVAILABLE = "This name is not available; choose another."
 
 
 class ClusterForm(SecretsKeptForm):
@@ -13,22 +18,41 @@ class ClusterForm(SecretsKeptForm):
 
     kubeconfig = SecretFormField(help_text="Paste a kubeconfig with a token or client certificate. It is checked, "
                                            "stored encrypted and never shown again.")
+    allow_insecure_tls = forms.BooleanField(
+        required=False, label="Skip TLS verification (admins only; audited)",
+        help_text="Accept a kubeconfig with insecure-skip-tls-verify: true. The server's certificate is then not "
+                  "checked, so anyone on the way could read the credentials; prefer certificate-authority-data.",
+    )
+    user = None  # the signed-in user; when the admin does not set it, the request's (portal.audit's actor)
 
     class Meta:
         model = Cluster
         fields = ["name", "description", "kubeconfig"]
+        error_messages = {"name": {"unique": NAME_NOT_AVAILABLE}}
 
     def clean_kubeconfig(self):
-        value = self.cleaned_data.get("kubeconfig")
-        if not value:
-            return value
+        self.new_kubeconfig = self.cleaned_data.get("kubeconfig") or ""
+        return self.new_kubeconfig
+
+    def clean(self):
+        """A new kubeconfig is tried last, once everything else is valid: a refused form contacts nothing."""
+        cleaned = super().clean()
+        allow = bool(cleaned.get("allow_insecure_tls"))
+        user = self.user if self.user is not None else audit.current_actor().user
+        if allow and not inventory.may_skip_tls_verify(user):
+            self.add_error("allow_insecure_tls", inventory.INSECURE_REFUSED)
+        value = getattr(self, "new_kubeconfig", "")
+        if not value or self.errors:
+            return cleaned
         try:
-            self.cluster_view = inventory.check_kubeconfig(value)
+            self.cluster_view = inventory.check_kubeconfig(value, allow_insecure=allow)
         except kube.KubeconfigError as exc:
-            raise forms.ValidationError(str(exc)) from None
+            self.add_error("kubeconfig", str(exc))
         except kube.ClusterError as exc:
-            raise forms.ValidationError(f"The cluster could not be used: {exc.reason}") from None
-        return value
+            self.add_error("kubeconfig", f"The cluster could not be used: {exc.reason}")
+        else:
+            self.instance.insecure_tls = self.cluster_view.insecure_tls
+        return cleaned
 
 
 class ConfigYAMLForm(forms.Form):

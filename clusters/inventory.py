@@ -29,23 +29,42 @@ NODE_FIELDS = [
 ]
 
 
+def _map(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any, limit: int) -> str:
+    """A field from the cluster cut to its column: the server is the importer's choice, not trusted."""
+    return value[:limit] if isinstance(value, str) else ""
+
+
 def node_from_json(cluster_id: int, raw: dict[str, Any], now: datetime) -> Node:
-    meta, spec, status = raw.get("metadata") or {}, raw.get("spec") or {}, raw.get("status") or {}
-    info = status.get("nodeInfo") or {}
+    meta, spec, status = _map(raw.get("metadata")), _map(raw.get("spec")), _map(raw.get("status"))
+    info = _map(status.get("nodeInfo"))
     conditions = [
         {k: c.get(k) for k in ("type", "status", "reason", "message", "lastTransitionTime")}
-        for c in status.get("conditions") or []
+        for c in _list(status.get("conditions")) if isinstance(c, dict)
     ]
     ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-    internal_ip = next((a.get("address", "") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), "")
-    created = parse_datetime(meta["creationTimestamp"]) if meta.get("creationTimestamp") else None
+    internal_ip = next((_text(a.get("address"), 64) for a in _list(status.get("addresses"))
+                        if isinstance(a, dict) and a.get("type") == "InternalIP"), "")
+    created = meta.get("creationTimestamp")
+    try:
+        created = parse_datetime(created) if isinstance(created, str) else None
+    except ValueError:
+        created = None
     node = Node(
-        cluster_id=cluster_id, name=meta.get("name", ""), uid=meta.get("uid", ""), roles=kube.node_roles(raw),
-        kubelet_version=info.get("kubeletVersion", ""), os_image=info.get("osImage", ""),
-        kernel_version=info.get("kernelVersion", ""), container_runtime=info.get("containerRuntimeVersion", ""),
+        cluster_id=cluster_id, name=_text(meta.get("name"), 253), uid=_text(meta.get("uid"), 64),
+        roles=kube.node_roles(raw), kubelet_version=_text(info.get("kubeletVersion"), 64),
+        os_image=_text(info.get("osImage"), 200), kernel_version=_text(info.get("kernelVersion"), 100),
+        container_runtime=_text(info.get("containerRuntimeVersion"), 100),
         internal_ip=internal_ip, ready=ready, unschedulable=bool(spec.get("unschedulable")), conditions=conditions,
-        capacity=status.get("capacity") or {}, allocatable=status.get("allocatable") or {},
-        taints=spec.get("taints") or [], labels=meta.get("labels") or {}, annotations=meta.get("annotations") or {},
+        capacity=_map(status.get("capacity")), allocatable=_map(status.get("allocatable")),
+        taints=_list(spec.get("taints")), labels=_map(meta.get("labels")), annotations=_map(meta.get("annotations")),
         created_in_cluster_at=created, synced_at=now,
     )
     node.fingerprint = fingerprint(node)
@@ -60,24 +79,54 @@ def fingerprint(node: Node) -> str:
 
 # ---------------------------------------------------------------------------------------------- import
 
-def check_kubeconfig(kubeconfig: str) -> kube.ClusterView:
-    """Parse and try a kubeconfig; raises KubeconfigError/ClusterError with the reason in words."""
-    return kube.look(kubeconfig)
+def may_skip_tls_verify(user) -> bool:
+    """Only admins may import a cluster whose server certificate is not checked."""
+    from rbac import access
+
+    return user is not None and access.grants_for(user).is_admin()
+
+
+INSECURE_REFUSED = ("Only admins may skip TLS verification: without it anyone between Corral and the cluster "
+                    "could read the credentials. Add the cluster's CA to the kubeconfig instead.")
+
+
+def check_kubeconfig(kubeconfig: str, *, allow_insecure: bool = False) -> kube.ClusterView:
+    """Parse and try a kubeconfig; raises KubeconfigError/ClusterError with the reason in words.
+
+    ``allow_insecure`` lets ``insecure-skip-tls-verify`` through; callers pass it only for an admin who
+    asked for it explicitly (see :func:`may_skip_tls_verify`).
+    """
+    return kube.look(kubeconfig, allow_insecure=allow_insecure)
+
+
+def audit_insecure_tls(cluster: Cluster, user, server: str) -> None:
+    """The audit row an admin's decision to skip TLS verification leaves (call inside the write's transaction)."""
+    audit.record("update", cluster, user=user, changes={"insecure_tls": [False, True]},
+                 message=f"TLS verification is off for this cluster: {server} is reached without checking "
+                         "its certificate (allowed by an admin)")
 
 
 @transaction.atomic
 def import_cluster(*, name: str, kubeconfig: str, user=None, description: str = "",
-                   view: kube.ClusterView | None = None) -> Cluster:
-    """Save a cluster whose kubeconfig was checked, with its first config version and inventory."""
+                   view: kube.ClusterView | None = None, allow_insecure_tls: bool = False) -> Cluster:
+    """Save a cluster whose kubeconfig was checked, with its first config version and inventory.
+
+    A kubeconfig that skips TLS verification needs ``allow_insecure_tls`` and an admin as ``user``;
+    the cluster keeps the flag so its syncs accept it, and an audit row says so.
+    """
     from clusters import config as cluster_config
     from clusters.services import grant_owner
 
-    view = view or check_kubeconfig(kubeconfig)
+    if allow_insecure_tls and not may_skip_tls_verify(user):
+        raise kube.KubeconfigError(INSECURE_REFUSED)
+    view = view or check_kubeconfig(kubeconfig, allow_insecure=allow_insecure_tls)
+    if view.insecure_tls and not may_skip_tls_verify(user):
+        raise kube.KubeconfigError(INSECURE_REFUSED)
     now = timezone.now()
     cluster = Cluster.objects.create(
         name=name, description=description, kubeconfig=kubeconfig, kind=view.kind, state=Cluster.State.ACTIVE,
         kubernetes_version=view.git_version, api_server=view.server, last_synced_at=now, node_count=len(view.nodes),
-        created_by=user if user is not None and user.is_authenticated else None,
+        created_by=user if user is not None and user.is_authenticated else None, insecure_tls=view.insecure_tls,
     )
     Node.objects.bulk_create([node_from_json(cluster.pk, n, now) for n in view.nodes])
     cluster_config.save_config(cluster, cluster_config.initial_document(cluster), user=user,
@@ -85,22 +134,32 @@ def import_cluster(*, name: str, kubeconfig: str, user=None, description: str = 
     grant_owner(cluster, user)
     audit.record("create", cluster, user=user, changes=audit.diff(None, audit.snapshot(cluster)),
                  message=f"imported {view.kind} cluster {view.git_version} with {len(view.nodes)} nodes")
+    if view.insecure_tls:
+        audit_insecure_tls(cluster, user, view.server)
     return cluster
 
 
-def replace_kubeconfig(cluster: Cluster, kubeconfig: str, *, user=None) -> Cluster:
-    """Swap in new credentials after checking them; the cluster's state follows what they show."""
-    view = check_kubeconfig(kubeconfig)
+def replace_kubeconfig(cluster: Cluster, kubeconfig: str, *, user=None, allow_insecure_tls: bool = False) -> Cluster:
+    """Swap in new credentials after checking them; the cluster's state follows what they show.
+
+    Skipping TLS verification is decided again for every new kubeconfig (admins only, audited).
+    """
+    if allow_insecure_tls and not may_skip_tls_verify(user):
+        raise kube.KubeconfigError(INSECURE_REFUSED)
+    view = check_kubeconfig(kubeconfig, allow_insecure=allow_insecure_tls)
     with transaction.atomic():
         cluster.kubeconfig = kubeconfig
         cluster.api_server = view.server
         cluster.kubernetes_version = view.git_version
+        cluster.insecure_tls = view.insecure_tls
         if cluster.state in SYNC_OWNED_STATES:
             cluster.state, cluster.state_reason = Cluster.State.ACTIVE, ""
         cluster.save(update_fields=["kubeconfig", "api_server", "kubernetes_version", "state", "state_reason",
-                                    "updated_at"])
+                                    "insecure_tls", "updated_at"])
         audit.record("update", cluster, user=user, changes={"kubeconfig": ["••••••••", "(secret changed)"]},
                      message="kubeconfig replaced")
+        if view.insecure_tls:
+            audit_insecure_tls(cluster, user, view.server)
     return cluster
 
 
@@ -129,10 +188,10 @@ class SyncReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _fetch(cluster_id: int, kubeconfig: str) -> SyncOutcome:
+def _fetch(cluster_id: int, kubeconfig: str, insecure_tls: bool = False) -> SyncOutcome:
     started = time.monotonic()
     try:
-        view = kube.look(kubeconfig, timeout=(kube.CONNECT_TIMEOUT, kube.READ_TIMEOUT))
+        view = kube.look(kubeconfig, allow_insecure=insecure_tls, timeout=(kube.CONNECT_TIMEOUT, kube.READ_TIMEOUT))
         return SyncOutcome(cluster_id, view=view, seconds=time.monotonic() - started)
     except (kube.ClusterError, kube.KubeconfigError) as exc:
         error = exc if isinstance(exc, kube.ClusterError) else kube.ClusterError(str(exc))
@@ -147,12 +206,13 @@ def sync_clusters(cluster_ids: list[int], reporter: Reporter | None = None, thre
     """Read nodes and versions of many clusters in parallel, then write them in bulk."""
     reporter = reporter or NullReporter()
     report = SyncReport()
-    clusters = list(Cluster.objects.filter(pk__in=cluster_ids).only("pk", "name", "kubeconfig", "state"))
+    clusters = list(Cluster.objects.filter(pk__in=cluster_ids).only("pk", "name", "kubeconfig", "state",
+                                                                    "insecure_tls"))
     report.clusters = len(clusters)
     started = time.monotonic()
     threads = threads or int(getattr(settings, "CLUSTER_SYNC_THREADS", 16))
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(clusters) or 1))) as pool:
-        outcomes = list(pool.map(lambda c: _fetch(c.pk, c.kubeconfig), clusters))
+        outcomes = list(pool.map(lambda c: _fetch(c.pk, c.kubeconfig, c.insecure_tls), clusters))
     report.fetch_seconds = round(time.monotonic() - started, 3)
     reporter.progress(60, f"read {len(clusters)} clusters in {report.fetch_seconds} s")
 

@@ -2,23 +2,25 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
 import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import urllib3
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import KubeConfigLoader
 
-# libyaml's loader when present: a kubeconfig is parsed on every sync of every cluster.
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from portal.api import yaml as api_yaml
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 20.0
@@ -38,29 +40,195 @@ class ClusterError(Exception):
         self.status = status
 
 
-def parse_kubeconfig(text: str) -> dict[str, Any]:
-    """Parse and sanity-check a kubeconfig, naming the problem and where it is."""
+MAX_KUBECONFIG_CHARS = 256 * 1024
+MAX_KUBECONFIG_DEPTH = 20
+MAX_SERVER_URL = 300  # Cluster.api_server's length
+
+# Fields that make the client read a file from the portal's own disk, and what to send instead.
+USER_FILE_FIELDS = {"tokenFile": "token", "client-certificate": "client-certificate-data",
+                    "client-key": "client-key-data"}
+CLUSTER_FILE_FIELDS = {"certificate-authority": "certificate-authority-data"}
+
+
+def _load_yaml(text: str) -> Any:
+    """The document within size and depth limits; errors name the line."""
+    if not isinstance(text, str):
+        raise KubeconfigError("The kubeconfig must be text (YAML).")
+    if len(text) > MAX_KUBECONFIG_CHARS:
+        raise KubeconfigError(f"The kubeconfig is {len(text) // 1024} KiB; at most {MAX_KUBECONFIG_CHARS // 1024} KiB "
+                              "is accepted.")
     try:
-        try:
-            doc = yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
-        except yaml.YAMLError:
-            doc = yaml.safe_load(text)  # again, for the pure-Python loader's more precise error position
-    except yaml.YAMLError as exc:
+        return api_yaml.safe_load(text, max_depth=MAX_KUBECONFIG_DEPTH, max_nodes=20_000)
+    except (yaml.YAMLError, ValueError) as exc:
+        line, problem = api_yaml.describe_error(exc)
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise KubeconfigError(f"The kubeconfig is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        where = f" at line {line}, column {mark.column + 1}" if mark is not None else ""
+        raise KubeconfigError(f"The kubeconfig is not valid YAML{where}: {problem}") from None
+
+
+def _entries(doc: dict[str, Any], key: str, inner: str) -> dict[str, dict[str, Any]]:
+    """``clusters``/``users``/``contexts`` as {name: inner mapping}, with every type checked."""
+    items = doc.get(key)
+    if not isinstance(items, list) or not items:
+        raise KubeconfigError(f"The kubeconfig has no {key}." if items in (None, [], "") else
+                              f"The kubeconfig's {key} must be a list of entries with a name and a {inner}.")
+    out: dict[str, dict[str, Any]] = {}
+    for position, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise KubeconfigError(f"Entry {position} of the kubeconfig's {key} must be a mapping with a name and a "
+                                  f"{inner}.")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise KubeconfigError(f"Entry {position} of the kubeconfig's {key} has no name (a text).")
+        if name in out:
+            raise KubeconfigError(f"The kubeconfig's {key} has two entries named {name!r}.")
+        value = item.get(inner)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise KubeconfigError(f"The {inner} of {key[:-1]} {name!r} in the kubeconfig must be a mapping, "
+                                  f"not {_kind(value)}.")
+        out[name] = value
+    return out
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a text", bool: "true/false", int: "a number",
+            float: "a number", type(None): "empty"}.get(type(value), type(value).__name__)
+
+
+def _text(entry: dict[str, Any], field: str, where: str) -> str | None:
+    value = entry.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise KubeconfigError(f"{where} has {field} that is {_kind(value)}; it must be a text.")
+    return value
+
+
+def _base64(entry: dict[str, Any], field: str, where: str) -> bytes | None:
+    value = _text(entry, field, where)
+    if value is None:
+        return None
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise KubeconfigError(f"{where} has {field} that is not valid base64.") from None
+
+
+def _check_cluster(name: str, cluster: dict[str, Any], allow_insecure: bool) -> None:
+    where = f"Cluster {name!r} in the kubeconfig"
+    for field, inline in CLUSTER_FILE_FIELDS.items():
+        if field in cluster:
+            raise KubeconfigError(f"{where} refers to a file with {field}: Corral reads no files from its own disk; "
+                                  f"paste the certificate itself, base64-encoded, as {inline}.")
+    server = _text(cluster, "server", where)
+    if server is not None:
+        _check_url(server, f"{where} has a server", required=True)
+    proxy = _text(cluster, "proxy-url", where)
+    if proxy is not None:
+        _check_url(proxy, f"{where} has a proxy-url", required=False)
+    _text(cluster, "tls-server-name", where)
+    ca = _base64(cluster, "certificate-authority-data", where)
+    if ca is not None:
+        try:
+            x509.load_pem_x509_certificates(ca)
+        except Exception:  # noqa: BLE001 - any parse failure means the same to the operator
+            raise KubeconfigError(f"{where} has certificate-authority-data that is not a PEM certificate.") from None
+    insecure = cluster.get("insecure-skip-tls-verify")
+    if insecure is not None and not isinstance(insecure, bool):
+        raise KubeconfigError(f"{where} has insecure-skip-tls-verify that is {_kind(insecure)}; it must be true or "
+                              "false.")
+    if insecure and not allow_insecure:
+        raise KubeconfigError(f"{where} sets insecure-skip-tls-verify: the server's certificate would not be checked, "
+                              "so anyone on the way could read the credentials. Add the cluster's CA as "
+                              "certificate-authority-data, or have an admin import it with TLS verification "
+                              "explicitly skipped.")
+
+
+def _check_url(value: str, what: str, *, required: bool) -> None:
+    problem = ""
+    if len(value) > MAX_SERVER_URL:
+        problem = f"longer than {MAX_SERVER_URL} characters"
+    elif any(c.isspace() or not c.isprintable() for c in value):
+        problem = "with spaces or control characters"
+    else:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
+            problem = "that is not an https:// or http:// URL"
+    if problem:
+        raise KubeconfigError(f"{what} {problem}: {value[:80]!r}.")
+
+
+def _check_user(name: str, user: dict[str, Any]) -> None:
+    where = f"User {name!r} in the kubeconfig"
+    if "exec" in user or "auth-provider" in user:
+        raise KubeconfigError(f"{where} runs a credential plugin (exec/auth-provider), which is not supported; "
+                              "use a service-account token or a client certificate.")
+    for field, inline in USER_FILE_FIELDS.items():
+        if field in user:
+            raise KubeconfigError(f"{where} refers to a file with {field}: Corral reads no files from its own disk; "
+                                  f"put the {'token' if field == 'tokenFile' else 'PEM data, base64-encoded,'} "
+                                  f"inline as {inline}.")
+    for field in ("token", "username", "password"):
+        _text(user, field, where)
+    cert_data = _base64(user, "client-certificate-data", where)
+    key_data = _base64(user, "client-key-data", where)
+    if (cert_data is None) != (key_data is None):
+        missing = "client-key-data" if key_data is None else "client-certificate-data"
+        raise KubeconfigError(f"{where} has a client certificate or key without the other: add {missing}.")
+    if cert_data is not None:
+        try:
+            cert = x509.load_pem_x509_certificate(cert_data)
+        except Exception:  # noqa: BLE001
+            raise KubeconfigError(f"{where} has client-certificate-data that is not a PEM certificate.") from None
+        if cert.not_valid_after_utc < dt.datetime.now(dt.UTC):
+            raise KubeconfigError(
+                f"The client certificate of user {name!r} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC."
+            )
+        try:
+            serialization.load_pem_private_key(key_data, password=None, unsafe_skip_rsa_key_validation=True)
+        except TypeError:
+            raise KubeconfigError(f"{where} has a client key protected by a password, which cannot be used.") from None
+        except Exception:  # noqa: BLE001
+            raise KubeconfigError(f"{where} has client-key-data that is not a PEM private key.") from None
+
+
+def parse_kubeconfig(text: str, allow_insecure: bool = False) -> dict[str, Any]:
+    """Parse and check a kubeconfig before anything is contacted, naming the problem and where it is.
+
+    Only inline credentials and certificates are accepted: a file reference would make the portal read its
+    own disk and send what it read to a server of the importer's choosing. Every field is type-checked, so
+    a hostile kubeconfig ends in a KubeconfigError, never in another exception. ``insecure-skip-tls-verify``
+    is refused unless ``allow_insecure`` (an admin's audited decision).
+    """
+    doc = _load_yaml(text)
     if not isinstance(doc, dict):
         raise KubeconfigError("The kubeconfig must be a YAML mapping with clusters, users and contexts.")
-    for key in ("clusters", "users", "contexts"):
-        if not isinstance(doc.get(key), list) or not doc[key]:
-            raise KubeconfigError(f"The kubeconfig has no {key}.")
-    current = doc.get("current-context") or doc["contexts"][0].get("name")
-    contexts = {c.get("name"): c.get("context") or {} for c in doc["contexts"]}
+    clusters = _entries(doc, "clusters", "cluster")
+    users = _entries(doc, "users", "user")
+    contexts = _entries(doc, "contexts", "context")
+    for name, cluster in clusters.items():
+        _check_cluster(name, cluster, allow_insecure)
+    for name, user in users.items():
+        _check_user(name, user)
+    current = doc.get("current-context")
+    if current is not None and not isinstance(current, str):
+        raise KubeconfigError(f"The kubeconfig's current-context must be the name of a context, not {_kind(current)}.")
+    current = current or next(iter(contexts))
     if current not in contexts:
         raise KubeconfigError(f"The kubeconfig's current-context {current!r} is not among its contexts.")
-    cluster_name, user_name = contexts[current].get("cluster"), contexts[current].get("user")
-    clusters = {c.get("name"): c.get("cluster") or {} for c in doc["clusters"]}
-    users = {u.get("name"): u.get("user") or {} for u in doc["users"]}
+    context = contexts[current]
+    cluster_name, user_name = context.get("cluster"), context.get("user")
+    for field, value in (("cluster", cluster_name), ("user", user_name)):
+        if not isinstance(value, str):
+            raise KubeconfigError(f"Context {current!r} in the kubeconfig must name a {field} (a text), "
+                                  f"not {_kind(value)}.")
+    _text(context, "namespace", f"Context {current!r} in the kubeconfig")
     if cluster_name not in clusters:
         raise KubeconfigError(f"Context {current!r} names cluster {cluster_name!r}, which the kubeconfig lacks.")
     if not clusters[cluster_name].get("server"):
@@ -68,34 +236,32 @@ def parse_kubeconfig(text: str) -> dict[str, Any]:
     user = users.get(user_name)
     if user is None:
         raise KubeconfigError(f"Context {current!r} names user {user_name!r}, which the kubeconfig lacks.")
-    if not any(user.get(k) for k in ("token", "client-certificate-data", "client-certificate", "username", "exec",
-                                     "auth-provider", "tokenFile")):
+    if not any(user.get(k) for k in ("token", "client-certificate-data", "username")):
         raise KubeconfigError(f"User {user_name!r} in the kubeconfig has no credentials.")
-    if "exec" in user or "auth-provider" in user:
-        raise KubeconfigError("Kubeconfigs that run a credential plugin (exec/auth-provider) are not supported; "
-                              "use a service-account token or a client certificate.")
-    cert_data = user.get("client-certificate-data")
-    if cert_data:
-        try:
-            cert = x509.load_pem_x509_certificate(base64.b64decode(cert_data))
-        except Exception:  # noqa: BLE001
-            raise KubeconfigError(f"User {user_name!r} has client-certificate-data that is not a PEM certificate.") from None
-        if cert.not_valid_after_utc < dt.datetime.now(dt.UTC):
-            raise KubeconfigError(
-                f"The client certificate of user {user_name!r} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC."
-            )
+    if user.get("username") and not isinstance(user.get("password"), str):
+        raise KubeconfigError(f"User {user_name!r} in the kubeconfig has a username but no password.")
     doc["current-context"] = current
     return doc
 
 
-def server_of(doc: dict[str, Any]) -> str:
+def insecure_of(doc: dict[str, Any]) -> bool:
+    """Whether the cluster in use skips TLS verification (allowed only for an admin's import)."""
+    return bool(_current_cluster(doc).get("insecure-skip-tls-verify"))
+
+
+def _current_cluster(doc: dict[str, Any]) -> dict[str, Any]:
     contexts = {c["name"]: c.get("context") or {} for c in doc["contexts"]}
     cluster_name = contexts[doc["current-context"]]["cluster"]
-    return next(c["cluster"]["server"] for c in doc["clusters"] if c["name"] == cluster_name)
+    return next(c.get("cluster") or {} for c in doc["clusters"] if c["name"] == cluster_name)
 
 
-def api_client(kubeconfig: str | dict[str, Any]) -> k8s.ApiClient:
-    doc = parse_kubeconfig(kubeconfig) if isinstance(kubeconfig, str) else kubeconfig
+def server_of(doc: dict[str, Any]) -> str:
+    return _current_cluster(doc)["server"]
+
+
+def api_client(kubeconfig: str | dict[str, Any], *, allow_insecure: bool = False) -> k8s.ApiClient:
+    """A client for the kubeconfig's current context; a text is checked first (see parse_kubeconfig)."""
+    doc = parse_kubeconfig(kubeconfig, allow_insecure) if isinstance(kubeconfig, str) else kubeconfig
     configuration = k8s.Configuration()
     try:
         KubeConfigLoader(config_dict=doc, active_context=doc.get("current-context")).load_and_set(configuration)
@@ -157,6 +323,7 @@ class ClusterView:
     kind: str
     server: str
     nodes: list[dict[str, Any]]
+    insecure_tls: bool = False  # reached without checking the server's certificate (an admin's decision)
 
 
 RKE_ROLE_VALUES = {"etcd", "controlplane", "worker"}
@@ -185,9 +352,13 @@ def detect_kind(git_version: str, nodes: list[dict[str, Any]]) -> str:
     return "imported"
 
 
-def look(kubeconfig: str | dict[str, Any], *, timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)) -> ClusterView:
+MAX_VERSION_CHARS = 64  # Cluster.kubernetes_version's length
+
+
+def look(kubeconfig: str | dict[str, Any], *, allow_insecure: bool = False,
+         timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)) -> ClusterView:
     """Read a cluster's version and nodes. Raises KubeconfigError or ClusterError."""
-    doc = parse_kubeconfig(kubeconfig) if isinstance(kubeconfig, str) else kubeconfig
+    doc = parse_kubeconfig(kubeconfig, allow_insecure) if isinstance(kubeconfig, str) else kubeconfig
     server = server_of(doc)
     api = api_client(doc)
     try:
@@ -198,5 +369,21 @@ def look(kubeconfig: str | dict[str, Any], *, timeout: tuple[float, float] = (CO
         raise explain(exc, server) from None
     finally:
         api.close()
-    return ClusterView(git_version=version.git_version, kind=detect_kind(version.git_version, nodes),
-                       server=server, nodes=nodes)
+    git_version = version.git_version
+    # The server is the importer's choice: what it answers is checked like any other input.
+    if not isinstance(git_version, str) or not git_version or len(git_version) > MAX_VERSION_CHARS:
+        raise ClusterError(f"The API server at {server} did not report a Kubernetes version.")
+    if not isinstance(nodes, list) or not all(_is_node(n) for n in nodes):
+        raise ClusterError(f"The API server at {server} answered a node list that is not Kubernetes' own.")
+    return ClusterView(git_version=git_version, kind=detect_kind(git_version, nodes),
+                       server=server, nodes=nodes, insecure_tls=insecure_of(doc))
+
+
+def _is_node(node: Any) -> bool:
+    if not isinstance(node, dict):
+        return False
+    meta = node.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not 0 < len(meta["name"]) <= 253:
+        return False
+    return all(isinstance(node.get(k) or {}, dict) for k in ("spec", "status")) and all(
+        isinstance(meta.get(k) or {}, dict) for k in ("labels", "annotations"))

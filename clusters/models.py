@@ -30,6 +30,10 @@ class Cluster(models.Model):
     kubernetes_version = models.CharField(max_length=64, blank=True, help_text="What the API server reports")
     api_server = models.URLField(max_length=300, blank=True, editable=False)
     kubeconfig = EncryptedTextField(help_text="Kubeconfig with credentials; stored encrypted, never shown back")
+    insecure_tls = models.BooleanField(
+        default=False, editable=False,
+        help_text="The kubeconfig skips TLS verification; an admin allowed it at import (audited)",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )

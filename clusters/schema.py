@@ -9,6 +9,9 @@ from typing import Any
 
 import yaml
 
+from portal.api import yaml as api_yaml
+from portal.api.parsers import unstorable
+
 SUPPORTED_VERSIONS: dict[str, list[str]] = {
     "rke": ["v1.15.11", "v1.15.12", "v1.16.8", "v1.16.9", "v1.16.13", "v1.17.4", "v1.17.5", "v1.17.9", "v1.18.6"],
     "k3s": ["v1.17.4+k3s1", "v1.17.5+k3s1", "v1.17.9+k3s1", "v1.18.2+k3s1", "v1.18.6+k3s1"],
@@ -118,10 +121,22 @@ def _lines(text: str) -> dict[str, int]:
                 walk(value, path)
 
     try:
-        walk(yaml.compose(text), "")
+        walk(yaml.compose(text, Loader=api_yaml.LOADER), "")
     except yaml.YAMLError:
         pass
     return lines
+
+
+MAX_INT = 2**31 - 1
+
+
+def _storable(value: Any) -> str | None:
+    """Values the schema's types allow but the database or the upgrade code could not take."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        return f"must be at most {MAX_INT}"
+    if isinstance(value, str) and len(value) > 1000:
+        return "is longer than 1000 characters"
+    return unstorable(value)
 
 
 def defaults() -> dict[str, Any]:
@@ -137,22 +152,51 @@ def defaults() -> dict[str, Any]:
     return build(SCHEMA)
 
 
+MAX_CONFIG_CHARS = 64 * 1024
+MAX_CONFIG_DEPTH = 16
+EMPTY_CONFIG = ("the config is empty: write the settings as a YAML mapping, e.g. kubernetes_version: v1.16.8 "
+                "(nothing was saved)")
+
+
 def parse_yaml(text: str) -> dict[str, Any]:
+    """The YAML text as a mapping; an empty document, ``null``, a scalar or a list is refused, not defaulted.
+
+    (An empty document used to save a version that reset every setting.) Size and nesting are limited
+    before the document is built.
+    """
+    if not isinstance(text, str):
+        raise ConfigError([("", None, "the config must be YAML text")])
+    if len(text) > MAX_CONFIG_CHARS:
+        raise ConfigError([("", None, f"the config is {len(text) // 1024} KiB; at most "
+                                      f"{MAX_CONFIG_CHARS // 1024} KiB is accepted")])
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError([("", mark.line + 1 if mark else None,
-                            f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
+        doc = api_yaml.safe_load(text, max_depth=MAX_CONFIG_DEPTH, max_nodes=10_000)
+    except (yaml.YAMLError, ValueError) as exc:
+        line, problem = api_yaml.describe_error(exc)
+        raise ConfigError([("", line, f"not valid YAML: {problem}")]) from None
     if doc is None:
-        doc = {}
+        raise ConfigError([("", None, EMPTY_CONFIG)])
     if not isinstance(doc, dict):
-        raise ConfigError([("", 1, "the config must be a mapping of settings")])
+        raise ConfigError([("", 1, f"the config must be a mapping of settings, not {_kind(doc)}")])
     return doc
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a text"
+    if isinstance(value, bool):
+        return "true/false"
+    return "a number" if isinstance(value, (int, float)) else type(value).__name__
 
 
 def validate(doc: dict[str, Any], *, kind: str, current_version: str = "", source: str = "") -> dict[str, Any]:
     """Check a document against the schema; return it with defaults filled in, or raise ConfigError."""
+    if not isinstance(doc, dict):
+        raise ConfigError([("", None, "the config must be a mapping of settings")])
+    if not doc:
+        raise ConfigError([("", None, EMPTY_CONFIG)])
     lines = _lines(source) if source else {}
     errors: list[tuple[str, int | None, str]] = []
 
@@ -181,7 +225,7 @@ def validate(doc: dict[str, Any], *, kind: str, current_version: str = "", sourc
                                     for t in spec.types)
                 errors.append((path, lines.get(path), f"must be {names}, not {item!r}"))
                 continue
-            problem = spec.check(item) if spec.check and item is not None else None
+            problem = _storable(item) or (spec.check(item) if spec.check and item is not None else None)
             if problem:
                 errors.append((path, lines.get(path), problem))
                 continue

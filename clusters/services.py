@@ -6,6 +6,7 @@ from django.db import transaction
 from clusters import config as cluster_config
 from clusters.models import Cluster
 from portal import audit, jobs
+from rbac import access
 
 
 class UpgradeRefused(Exception):
@@ -36,6 +37,7 @@ def request_sync(cluster: Cluster, *, user=None):
     from clusters.jobs import SyncRunner
     from portal.models import Job
 
+    access.require(user, "sync", cluster)
     active = Job.objects.filter(kind=SyncRunner.kind, cluster=cluster, status__in=Job.ACTIVE).first()
     if active is not None:
         return active
@@ -46,6 +48,7 @@ def request_sync(cluster: Cluster, *, user=None):
 
 def request_upgrade(cluster: Cluster, *, kubernetes_version: str, user=None, mode: str | None = None):
     """Change the config's kubernetes_version (and mode, if given); the config change starts the upgrade job."""
+    access.require(user, "upgrade", cluster)
     if cluster.kind not in (Cluster.Kind.RKE, Cluster.Kind.K3S):
         raise UpgradeRefused(f"{cluster.get_kind_display()} clusters are upgraded outside Corral.")
     if cluster.state == Cluster.State.UPGRADING:

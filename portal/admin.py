@@ -83,14 +83,13 @@ class JobAdmin(PortalModelAdmin):
         job = get_object_or_404(self.get_queryset(request), pk=pk)
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:portal_job_change", args=[pk]))
-        if not access.can(request.user, verb, job):
+        try:
+            operation(job, user=request.user)
+            messages.success(request, f"Job {verb} requested.")
+        except access.WriteRefused:
             messages.error(request, f"You may not {verb} this job.")
-        else:
-            try:
-                operation(job, user=request.user)
-                messages.success(request, f"Job {verb} requested.")
-            except JobStateError as exc:
-                messages.error(request, str(exc))
+        except JobStateError as exc:
+            messages.error(request, str(exc))
         return HttpResponseRedirect(reverse("admin:portal_job_change", args=[pk]))
 
     def cancel_view(self, request, pk):
@@ -140,9 +139,17 @@ class ApiTokenAdmin(PortalModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ["user", "description", "expires_at"] if obj else []
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "user" and not access.grants_for(request.user).is_admin():
+            field.queryset = field.queryset.filter(pk=request.user.pk)  # tokens are minted for oneself
+            field.initial = request.user.pk
+        return field
+
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
+        self.check_write(request, "add", obj)
         token, raw = ApiToken.issue(obj.user, description=obj.description, expires_at=obj.expires_at)
         obj.pk = token.pk
         messages.warning(request, f"Copy this token now; it will not be shown again: {raw}")
@@ -205,6 +212,13 @@ def _guard_third_party_admin() -> None:
             ("Status", {"fields": ["is_active", "is_superuser", "last_login", "date_joined"]}),
         ]
         readonly_fields = ["last_login", "date_joined"]
+
+        def user_change_password(self, request, id, form_url=""):
+            """Setting someone's password takes their power: the same write rule as any change of them."""
+            target = self.get_object(request, id)
+            if target is not None and request.method == "POST":
+                access.check_write(request.user, "change", target, before=target)
+            return super().user_change_password(request, id, form_url)
 
     for model, model_admin in list(site._registry.items()):
         if isinstance(model_admin, PortalModelAdmin) or model._meta.app_label in ("portal", "rbac"):

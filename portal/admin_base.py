@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import transaction
 from django.http import Http404
 
 from portal import audit
+from portal.admin_filters import restrict_list_filter
 from portal.crypto import EncryptedTextField
 from portal.forms import SecretsKeptForm, SecretWidget
 from rbac import access
@@ -64,24 +66,66 @@ class PortalModelAdmin(admin.ModelAdmin):
             return queryset if access.grants_for(request.user).is_admin() else queryset.none()
         return access.restrict(queryset, request.user, "view")
 
+    def get_list_filter(self, request) -> list:
+        """Sidebar filters on relations offer only what the user may see (Django's read the whole table)."""
+        return restrict_list_filter(self.model, super().get_list_filter(request))
+
     def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
         raise Http404(f"No {opts.verbose_name} with id {object_id} that you may see.")
+
+    # --- writes: every save, delete, inline row and bulk action passes rbac.access.check_write ---
+
+    @staticmethod
+    def stored(obj):
+        """The row as it is in the database (locked for the write's transaction), or None for a new object."""
+        return type(obj)._default_manager.select_for_update().get(pk=obj.pk) if obj.pk else None
+
+    @staticmethod
+    def m2m_of(obj, form) -> dict[str, list]:
+        data = getattr(form, "cleaned_data", {}) or {}
+        return {f.name: list(data[f.name]) for f in obj._meta.many_to_many if f.name in data}
+
+    def check_write(self, request, action: str, obj, *, before=None, form=None) -> None:
+        access.check_write(request.user, action, obj, before=before,
+                           related=self.m2m_of(obj, form) if form is not None else None)
 
     def save_model(self, request, obj, form, change):
         if not change and hasattr(obj, "created_by_id") and obj.created_by_id is None:
             obj.created_by = request.user
-        before = audit.snapshot(type(obj)._default_manager.get(pk=obj.pk)) if change else None
+        stored = self.stored(obj) if change else None
+        self.check_write(request, "change" if change else "add", obj, before=stored, form=form)
+        before = audit.snapshot(stored) if change else None
         super().save_model(request, obj, form, change)
         audit.record("update" if change else "create", obj, changes=audit.diff(before, audit.snapshot(obj)))
 
     def delete_model(self, request, obj):
+        self.check_write(request, "delete", obj)
         audit.record("delete", obj, changes=audit.diff(audit.snapshot(obj), None))
         super().delete_model(request, obj)
 
+    @transaction.atomic
     def delete_queryset(self, request, queryset):
+        """The bulk "delete selected" action: every row is checked, one refusal deletes nothing."""
         for obj in queryset:
+            self.check_write(request, "delete", obj)
             audit.record("delete", obj, changes=audit.diff(audit.snapshot(obj), None))
         super().delete_queryset(request, queryset)
+
+    def save_formset(self, request, form, formset, change):
+        """Inline rows are writes of their own: added, changed and deleted rows are each checked."""
+        for row in formset.forms:
+            obj = row.instance
+            if formset.can_delete and formset._should_delete_form(row):
+                if obj.pk is not None:
+                    self.check_write(request, "delete", obj)
+                continue
+            if obj.pk is None and not row.has_changed():
+                continue
+            if obj.pk is None:
+                self.check_write(request, "add", obj, form=row)
+            elif row.has_changed():
+                self.check_write(request, "change", obj, before=self.stored(obj), form=row)
+        super().save_formset(request, form, formset, change)
 
     def save_related(self, request, form, formsets, change):
         """Inline rows are audited like top-level objects."""

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portal.api.middleware.APIErrorMiddleware",  # early: /v3/ errors from any layer become the JSON error body
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -132,8 +133,18 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api.errors.exception_handler",
+    # Bodies within limits (size, depth, UTF-8); forms stay for the browsable API and curl -d.
+    "DEFAULT_PARSER_CLASSES": [
+        "portal.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+
+# Hostile bodies cost little: larger ones answer 413 before they are read, deeper ones 400 before parsing.
+API_MAX_BODY_BYTES = 1024 * 1024
+API_MAX_NESTING_DEPTH = 64
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Corral API",

@@ -36,6 +36,13 @@ class RbacConfig(AppConfig):
             Job, rule("job", cluster_path="cluster", owner_path="created_by", owner_actions=("view", "cancel", "resume"))
         )
         access.register(AuditEvent, rule("auditlog", cluster_path="cluster", owner_path="user"))
-        access.register(
-            ApiToken, rule("apitoken", owner_path="user", owner_actions=("view", "delete"))
-        )
+        # Tokens are personal: "apitoken.*" means one's own tokens; only admins reach others'.
+        access.register(ApiToken, rule("apitoken", owner_path="user", personal=True))
+
+        access.register_grant_check(models.GlobalRole, access.check_role)
+        access.register_grant_check(models.RoleTemplate, access.check_role)
+        access.register_grant_check(models.GlobalRoleBinding, access.check_bind)
+        access.register_grant_check(models.ClusterRoleBinding, access.check_bind)
+        access.register_grant_check(models.ProjectRoleBinding, access.check_bind)
+        access.register_grant_check(models.Group, access.check_group)
+        access.register_grant_check(get_user_model(), access.check_user)

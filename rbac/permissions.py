@@ -50,7 +50,8 @@ BUILTIN_GLOBAL_ROLES: dict[str, tuple[str, list[str]]] = {
     "restricted-admin": (
         "Manages every cluster and its projects, but not Corral's users, roles or SSO settings",
         [f"{r}.*" for r in CLUSTER_SCOPED] + ["backuptarget.*", "scanprofile.*", "catalog.*", "notifier.*",
-                                               "group.view", "roletemplate.view", "globalrole.view"],
+                                               "group.view", "roletemplate.view", "globalrole.view", "user.view",
+                                               "auditlog.view"],
     ),
     "user": (
         "May create clusters and use global catalogs; sees only what they are bound to",

@@ -4,12 +4,18 @@ from __future__ import annotations
 from django.db import transaction
 
 from portal import audit
+from rbac import access
 from rbac.models import Group
 
 
 @transaction.atomic
-def set_group_members(group: Group, users, *, acting_user=None) -> tuple[set[int], set[int]]:
-    """Replace a group's members; returns (added ids, removed ids) and writes one audit row."""
+def set_group_members(group: Group, users, *, acting_user=None, action: str = "change") -> tuple[set[int], set[int]]:
+    """Replace a group's members; returns (added ids, removed ids) and writes one audit row.
+
+    Adding a member hands them the group's roles, so the acting user must hold them all.
+    """
+    users = list(users)
+    access.check_write(acting_user, action, group, related={"members": users})
     new = {u.pk for u in users}
     old = set(group.members.values_list("pk", flat=True))
     added, removed = new - old, old - new

@@ -1,7 +1,9 @@
 from django.db import IntegrityError
 from rest_framework import serializers
+from rest_framework.validators import UniqueValidator
 
 from clusters import inventory, kube, schema
+from clusters.forms import NAME_NOT_AVAILABLE
 from clusters.models import Cluster, ClusterConfigVersion, Node, Project
 from portal.api.serializers import PortalSerializer, RestrictedRelatedField, SecretField
 
@@ -9,32 +11,69 @@ from portal.api.serializers import PortalSerializer, RestrictedRelatedField, Sec
 class ClusterSerializer(PortalSerializer):
     capability_actions = ("view", "change", "delete", "upgrade", "snapshot", "restore", "scan", "sync")
     kubeconfig = SecretField(help_text="Kubeconfig with credentials; checked on save; reading returns a mask")
+    allow_insecure_tls = serializers.BooleanField(
+        write_only=True, required=False, default=False,
+        help_text="Admins only, audited: accept a kubeconfig with insecure-skip-tls-verify: true (the server's "
+                  "certificate is then not checked)",
+    )
     url = serializers.HyperlinkedIdentityField(view_name="api:cluster-detail")
 
     class Meta:
         model = Cluster
         fields = ["id", "url", "name", "description", "kind", "state", "state_reason", "kubernetes_version",
                   "api_server", "node_count", "kubeconfig", "created_by", "created_at", "updated_at",
-                  "last_synced_at", "capabilities"]
+                  "last_synced_at", "insecure_tls", "allow_insecure_tls", "capabilities"]
         read_only_fields = ["kind", "state", "state_reason", "kubernetes_version", "api_server", "node_count",
-                            "created_by", "created_at", "updated_at", "last_synced_at"]
+                            "created_by", "created_at", "updated_at", "last_synced_at", "insecure_tls"]
 
-    def validate_kubeconfig(self, value: str) -> str:
-        """Every kubeconfig is tried before it is saved: reachable, credentials accepted, version read."""
+    def get_fields(self) -> dict[str, serializers.Field]:
+        """A taken name is answered alike whoever holds it: DRF's "already exists" would reveal other tenants."""
+        fields = super().get_fields()
+        for validator in fields["name"].validators:
+            if isinstance(validator, UniqueValidator):
+                validator.message = NAME_NOT_AVAILABLE
+        return fields
+
+    def validate(self, attrs):
+        """Every kubeconfig is tried before it is saved (reachable, credentials accepted, version read), and
+        only once every other field is valid, so a refused request contacts nothing.
+
+        ``allow_insecure_tls`` is honoured for admins only; the cluster then keeps ``insecure_tls``.
+        """
+        attrs = super().validate(attrs)
+        allow = attrs.pop("allow_insecure_tls", False)
+        request = self.context.get("request")
+        if allow and not inventory.may_skip_tls_verify(getattr(request, "user", None)):
+            raise serializers.ValidationError({"allow_insecure_tls": [inventory.INSECURE_REFUSED]})
+        kubeconfig = attrs.get("kubeconfig")
+        if not kubeconfig:
+            if allow:
+                raise serializers.ValidationError({"allow_insecure_tls": [
+                    "Send it together with the kubeconfig it is for."]})
+            return attrs
         try:
-            self.context["cluster_view"] = inventory.check_kubeconfig(value)
+            view = inventory.check_kubeconfig(kubeconfig, allow_insecure=allow)
         except kube.KubeconfigError as exc:
-            raise serializers.ValidationError(str(exc)) from None
+            raise serializers.ValidationError({"kubeconfig": [str(exc)]}) from None
         except kube.ClusterError as exc:
-            raise serializers.ValidationError(f"The cluster could not be used: {exc.reason}") from None
-        return value
+            raise serializers.ValidationError({"kubeconfig": [f"The cluster could not be used: {exc.reason}"]}) from None
+        self.context["cluster_view"] = view
+        attrs["insecure_tls"] = view.insecure_tls
+        return attrs
+
+    def update(self, instance, validated_data):
+        instance = super().update(instance, validated_data)
+        if validated_data.get("insecure_tls"):
+            inventory.audit_insecure_tls(instance, self.context["request"].user, self.context["cluster_view"].server)
+        return instance
 
     def create(self, validated_data):
+        validated_data.pop("insecure_tls", None)  # the checked view carries it to the import
         try:
             return inventory.import_cluster(user=self.context["request"].user, view=self.context["cluster_view"],
                                             **validated_data)
-        except IntegrityError:
-            raise serializers.ValidationError({"name": "A cluster with this name already exists."}) from None
+        except IntegrityError:  # lost a race for the name: the same answer as the unique check
+            raise serializers.ValidationError({"name": [NAME_NOT_AVAILABLE]}) from None
 
 
 class NodeSerializer(PortalSerializer):
@@ -89,11 +128,7 @@ class ProjectSerializer(PortalSerializer):
         read_only_fields = ["created_at"]
 
     def validate_cluster(self, cluster):
-        from rbac import access
 
-        request = self.context["request"]
-        if self.instance is None and not access.can_create(request.user, Project, cluster_id=cluster.pk):
-            raise serializers.ValidationError("You may not add projects to this cluster.")
         if self.instance is not None and cluster.pk != self.instance.cluster_id:
             raise serializers.ValidationError("A project cannot move to another cluster.")
         return cluster

@@ -20,6 +20,7 @@ from clusters.upgrades.planning import batch_size, plan_rke
 from portal import audit, jobs
 from portal.jobs.control import JobStateError, is_resumable
 from portal.models import Job
+from rbac import access
 
 __all__ = [
     "UpgradeError", "active_upgrade", "batch_size", "cancel_upgrade", "cancellable", "plan_rke", "resumable",
@@ -84,6 +85,7 @@ def start_upgrade(cluster: Cluster, target: str, *, user=None, mode: str | None 
     from clusters.upgrades.runners import UpgradeRunner
 
     cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    access.require(user, "upgrade", cluster)
     if cluster.kind not in UPGRADABLE:
         raise UpgradeError(f"{cluster.name} is an imported cluster; its Kubernetes is upgraded outside Corral.")
     target = (target or "").strip()
@@ -127,6 +129,7 @@ def resume_upgrade(upgrade: Upgrade, *, user=None) -> Job:
     """Queue a paused upgrade's job again; it continues from the stored node states."""
     upgrade = Upgrade.objects.select_for_update(of=("self",)).select_related("job", "cluster").get(
         pk=upgrade.pk)
+    access.require(user, "upgrade", upgrade.cluster)
     job = upgrade.job
     if job is None:
         raise UpgradeError("This upgrade has no job to resume.")
@@ -153,6 +156,7 @@ def cancel_upgrade(upgrade: Upgrade, *, user=None) -> Upgrade:
 
     upgrade = Upgrade.objects.select_for_update(of=("self",)).select_related("job", "cluster").get(
         pk=upgrade.pk)
+    access.require(user, "upgrade", upgrade.cluster)
     if not cancellable(upgrade):
         raise UpgradeError(f"The upgrade has already {upgrade.state}.")
     job = upgrade.job

@@ -89,7 +89,7 @@ class Engine:
         started = time.monotonic()
         self._mark_running()
         try:
-            self.api = ClusterApi(self.cluster.kubeconfig)
+            self.api = ClusterApi(self.cluster.kubeconfig, insecure_tls=self.cluster.insecure_tls)
             self._ensure_plan()
             self.execute()
             if self.cancelling:

@@ -45,8 +45,8 @@ def ready_condition(node: dict[str, Any]) -> dict[str, Any]:
 class ClusterApi:
     """A thin layer over CoreV1Api and CustomObjectsApi that speaks raw JSON (fast for big node lists)."""
 
-    def __init__(self, kubeconfig: str):
-        self.api = kube.api_client(kubeconfig)
+    def __init__(self, kubeconfig: str, *, insecure_tls: bool = False):
+        self.api = kube.api_client(kubeconfig, allow_insecure=insecure_tls)
         self.core = k8s.CoreV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
         self.server = self.api.configuration.host

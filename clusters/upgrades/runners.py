@@ -77,7 +77,7 @@ class ReleaseRunner(jobs.JobRunner):
         upgrade = Upgrade.objects.select_related("cluster").get(pk=self.params["upgrade_id"])
         engine = engine_for(upgrade, reporter=self, job_id=self.job.pk)
         engine.rows = list(upgrade.nodes.order_by("batch", "node_name"))
-        engine.api = ClusterApi(upgrade.cluster.kubeconfig)
+        engine.api = ClusterApi(upgrade.cluster.kubeconfig, insecure_tls=upgrade.cluster.insecure_tls)
         try:
             engine.release()
         except (kube.ClusterError, kube.KubeconfigError) as exc:

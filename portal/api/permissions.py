@@ -25,7 +25,14 @@ class PortalPermission(BasePermission):
         user = request.user
         if not (user and user.is_authenticated and user.is_active):
             return False
-        return getattr(view, "public_to_users", False) or hasattr(view, "get_queryset")
+        if getattr(view, "public_to_users", False):
+            return True
+        if not hasattr(view, "get_queryset"):
+            return False
+        if getattr(view, "action", None) == "create":
+            # Refused before the body is even validated: a kubeconfig import must not contact anything first.
+            return access.may_add_somewhere(user, view.get_queryset().model)
+        return True
 
     def has_object_permission(self, request, view, obj) -> bool:
         return access.can(request.user, required_action(request, view), obj)

@@ -22,7 +22,8 @@ class ApiTokenSerializer(PortalSerializer):
         return getattr(obj, "raw_token", None)
 
     def create(self, validated_data):
-        token, raw = ApiToken.issue(self.context["request"].user, **validated_data)
+        user = validated_data.pop("user", None) or self.context["request"].user
+        token, raw = ApiToken.issue(user, **validated_data)
         token.raw_token = raw
         return token
 
@@ -35,6 +36,9 @@ class ApiTokenViewSet(PortalCreateReadDeleteViewSet):
     def get_queryset(self):
         # Tokens are personal: even admins list only their own here.
         return super().get_queryset().filter(user=self.request.user)
+
+    def extra_create_fields(self) -> dict:
+        return {"user": self.request.user}  # tokens are minted for the caller only
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

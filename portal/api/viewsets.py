@@ -1,8 +1,10 @@
 """The base every API viewset uses, so no endpoint can skip the permission layer or the audit log."""
 from __future__ import annotations
 
+import copy
+
 from django.db import transaction
-from rest_framework import exceptions, mixins, viewsets
+from rest_framework import mixins, viewsets
 
 from portal import audit
 from portal.api.permissions import required_action
@@ -14,6 +16,7 @@ class PortalViewSetMixin:
 
     Objects the caller may not view answer 404, objects they may view but not change 403.
     ``action_permissions`` maps @action names to permission-layer actions (e.g. upgrade).
+    Every create, update and delete passes :func:`rbac.access.check_write` inside its transaction.
     """
 
     action_permissions: dict[str, str] = {}
@@ -26,31 +29,54 @@ class PortalViewSetMixin:
     def get_queryset(self):
         return access.restrict(super().get_queryset(), self.request.user, "view")
 
-    def recheck(self, instance, action: str) -> None:
-        """Raise (rolling back the surrounding transaction) unless the caller may ``action`` the saved object."""
-        model = type(instance)
-        access.forget(self.request.user)
-        if not access.restrict(model._default_manager.filter(pk=instance.pk), self.request.user, action).exists():
-            raise exceptions.PermissionDenied(f"You may not {action} this {model._meta.verbose_name} here.")
+    # --- writes: the one write rule (rbac.access.check_write), before saving and again on the saved row ---
+
+    def _m2m(self, model, data: dict) -> dict[str, list]:
+        names = {f.name for f in model._meta.many_to_many}
+        return {name: list(data[name]) for name in names if name in data}
+
+    def _as_saved(self, serializer, extra: dict | None = None):
+        """The object as the serializer would save it, unsaved, for checking before anything is written."""
+        model = serializer.Meta.model
+        data = {**serializer.validated_data, **(extra or {})}
+        concrete = {f.name for f in model._meta.concrete_fields}
+        if serializer.instance is None:
+            return model(**{k: v for k, v in data.items() if k in concrete})
+        obj = copy.copy(serializer.instance)
+        for key, value in data.items():
+            if key in concrete:
+                setattr(obj, key, value)
+        return obj
+
+    def check_write(self, action: str, instance, *, before=None, related: dict | None = None) -> None:
+        access.check_write(self.request.user, action, instance, before=before, related=related)
 
     def perform_create(self, serializer):
+        extra = self.extra_create_fields()
+        related = self._m2m(serializer.Meta.model, serializer.validated_data)
         with transaction.atomic():
-            instance = serializer.save(**self.extra_create_fields())
-            self.recheck(instance, "view")
+            self.check_write("add", self._as_saved(serializer, extra), related=related)
+            instance = serializer.save(**extra)
+            self.check_write("add", instance, related=related)
             audit.record("create", instance, changes=audit.diff(None, audit.snapshot(instance)))
 
     def extra_create_fields(self) -> dict:
         return {}
 
     def perform_update(self, serializer):
+        related = self._m2m(serializer.Meta.model, serializer.validated_data)
         with transaction.atomic():
-            before = audit.snapshot(serializer.instance)
+            model = type(serializer.instance)
+            before = model._default_manager.select_for_update().get(pk=serializer.instance.pk)
+            self.check_write("change", self._as_saved(serializer), before=before, related=related)
+            snapshot = audit.snapshot(before)
             instance = serializer.save()
-            self.recheck(instance, "change")
-            audit.record("update", instance, changes=audit.diff(before, audit.snapshot(instance)))
+            self.check_write("change", instance, before=before)
+            audit.record("update", instance, changes=audit.diff(snapshot, audit.snapshot(instance)))
 
     def perform_destroy(self, instance):
         with transaction.atomic():
+            self.check_write("delete", instance)
             audit.record("delete", instance, changes=audit.diff(audit.snapshot(instance), None))
             instance.delete()
 

@@ -135,8 +135,14 @@ def registered_kinds() -> list[str]:
 
 def request_cancel(job: Job, user=None) -> Job:
     """Cancel a job the way its runner wants (the entry point for job pages in admin and API)."""
+    from rbac import access
+
+    access.require(user, "cancel", job)
     return get_runner(job.kind).request_cancel(job, user=user)
 
 
 def request_resume(job: Job, user=None) -> Job:
+    from rbac import access
+
+    access.require(user, "resume", job)
     return get_runner(job.kind).request_resume(job, user=user)

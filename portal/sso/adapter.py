@@ -74,19 +74,30 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
             code, sentence = errors.explain(extra_context.get("saml_last_error_reason"))
             extra_context["corral_refusal"] = {"code": code, "reason": sentence,
                                                "detail": extra_context.get("saml_last_error_reason") or ""}
-        refusal = extra_context["corral_refusal"]
-        sso = getattr(provider, "sso", None)
         if error == "cancelled":
             return
-        with transaction.atomic():
-            audit.record(
-                "login_failed", sso, source_ip=audit.client_ip(request),
-                message=f"SAML sign-in via {getattr(sso, 'name', '?')} refused ({refusal['code']}): {refusal['reason']}"
-                        + (f" [{refusal['detail']}]" if refusal.get("detail") else ""),
-            )
+        record_refusal(request, getattr(provider, "sso", None), extra_context["corral_refusal"])
+
+
+def record_refusal(request, sso: SSOProvider | None, refusal: dict) -> None:
+    """The failed-login audit row for a refused SAML request (``sso`` is None when the URL names no provider)."""
+    where = "" if sso is not None else f" at {request.path[:200]!r}"
+    message = (f"SAML sign-in via {getattr(sso, 'name', 'an unknown provider')}{where} refused "
+               f"({refusal['code']}): {refusal['reason']}" + (f" [{refusal['detail']}]" if refusal.get("detail") else ""))
+    # Parts of the message come from the request: no NUL or control characters reach the database.
+    message = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in message)
+    with transaction.atomic():
+        audit.record("login_failed", sso, source_ip=audit.client_ip(request), message=message)
 
 
 class AccountAdapter(DefaultAccountAdapter):
+
+    def is_safe_url(self, url: str | None) -> bool:
+        """allauth's check, but an unparseable URL (``next=http://[::1``) is unsafe instead of a ValueError (500)."""
+        try:
+            return super().is_safe_url(url)
+        except ValueError:
+            return False
 
     def is_open_for_signup(self, request) -> bool:
         """Corral users come from an administrator or an identity provider; nobody signs themselves up."""

@@ -7,14 +7,21 @@ import re
 class SAMLRefused(Exception):
     """Corral refuses this SAML response. Raised before anything is written; the ACS view renders it.
 
-    ``code`` is short and stable (for tests and the audit log); ``reason`` is the sentence shown.
+    ``code`` is short and stable (for tests and the audit log); ``reason`` is the sentence shown;
+    ``detail`` (optional) is the technical cause, shown small and kept in the audit row. ``status``
+    is the HTTP answer: 401 for a response that was read and refused, a more precise 4xx when the
+    request itself is unusable (malformed 400, too large 413, unknown provider 404, wrong method 405).
     """
 
-    def __init__(self, code: str, reason: str, provider=None):
+    def __init__(self, code: str, reason: str, provider=None, *, status: int = 401, detail: str = "",
+                 headers: dict[str, str] | None = None):
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.provider = provider
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
 
 
 # python3-saml's validation messages, matched in order, with what they mean for the person reading them.

@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied
 
 from portal.sso.assertion import read_assertion
 from portal.sso.errors import SAMLRefused
+from portal.sso.inbound import ACCEPTED_FLAG
 from portal.sso.models import SAMLMessageID, SSOProvider
 
 
@@ -38,6 +39,7 @@ class CorralSAMLProvider(SAMLProvider):
 
     def sociallogin_from_response(self, request, response):
         """Called by allauth right after python3-saml accepted ``response`` (the ``OneLogin_Saml2_Auth``)."""
+        setattr(request, ACCEPTED_FLAG, True)  # errors from here on are not the response's (see views.finish_acs)
         sso = self.sso
         reason = sso.login_unavailable_reason()
         if reason:

@@ -3,7 +3,6 @@ from rest_framework import serializers
 
 from clusters.models import Cluster, Project
 from portal.api.serializers import PortalSerializer, RestrictedRelatedField
-from rbac import access
 from rbac.models import (
     ClusterRoleBinding,
     GlobalRole,
@@ -49,7 +48,7 @@ class GroupSerializer(PortalSerializer):
 
         members = validated_data.pop("members", [])
         group = Group.objects.create(**validated_data)
-        set_group_members(group, members, acting_user=self.context["request"].user)
+        set_group_members(group, members, acting_user=self.context["request"].user, action="add")
         return group
 
     def update(self, instance, validated_data):
@@ -122,11 +121,6 @@ class ClusterRoleBindingSerializer(BindingSerializer):
         fields = ["id", "cluster", "role", "user", "group", "created_at", "created_by", "capabilities"]
         read_only_fields = ["created_at", "created_by"]
 
-    def validate_cluster(self, cluster):
-        if not access.can_create(self.context["request"].user, ClusterRoleBinding, cluster_id=cluster.pk):
-            raise serializers.ValidationError("You may not grant roles on this cluster.")
-        return cluster
-
 
 class ProjectRoleBindingSerializer(BindingSerializer):
     project = RestrictedRelatedField(queryset=Project.objects.all())
@@ -136,10 +130,3 @@ class ProjectRoleBindingSerializer(BindingSerializer):
         model = ProjectRoleBinding
         fields = ["id", "project", "role", "user", "group", "created_at", "created_by", "capabilities"]
         read_only_fields = ["created_at", "created_by"]
-
-    def validate_project(self, project):
-        if not access.can_create(
-            self.context["request"].user, ProjectRoleBinding, cluster_id=project.cluster_id, project_id=project.pk
-        ):
-            raise serializers.ValidationError("You may not grant roles in this project.")
-        return project

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from portal.models import AuditEvent
-from rbac.models import ClusterRoleBinding, GlobalRole, GlobalRoleBinding, RoleTemplate
+from rbac.models import ClusterRoleBinding, GlobalRole, GlobalRoleBinding, ProjectRoleBinding, RoleTemplate
 from tests.tenancy import make_tenant
 
 pytestmark = pytest.mark.django_db
@@ -44,10 +44,12 @@ def test_member_cannot_grant_roles(api, tenants):
     a, _ = tenants
     api.force_login(a.member)
     role = RoleTemplate.objects.get(name="project-owner")
+    before = ProjectRoleBinding.objects.count()
     response = api.post("/v3/projectrolebindings/", {"project": a.project.pk, "role": role.pk, "user": a.member.pk},
                         format="json")
-    assert response.status_code == 400
-    assert response.json()["error"]["fields"]["project"]
+    assert response.status_code == 403, response.content
+    assert "permission" in response.json()["error"]["message"]
+    assert ProjectRoleBinding.objects.count() == before
 
 
 def test_users_cannot_make_themselves_admin(api, tenants):
