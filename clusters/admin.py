@@ -32,6 +32,11 @@ class ProjectInline(admin.TabularInline):
 
     has_delete_permission = has_change_permission
 
+    def get_queryset(self, request):
+        # Django's own asks has_change_permission(request) without the cluster, False here: the rows would be
+        # none for all but superusers, and their edits and deletions silently dropped. Rows are what one may see.
+        return access.restrict(self.model._default_manager.all(), request.user, "view")
+
 
 class NodeInline(admin.TabularInline):
     model = Node
@@ -179,6 +184,9 @@ class NodeAdmin(ReadOnlyAdminMixin, PortalModelAdmin):
 @admin.register(Project)
 class ProjectAdmin(PortalModelAdmin):
     list_display = ["name", "cluster", "description"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["cluster"] if obj is not None else []  # a project stays in its cluster, as in the API
     list_filter = ["cluster"]
     search_fields = ["name", "cluster__name"]
 

@@ -116,7 +116,9 @@ def import_cluster(*, name: str, kubeconfig: str, user=None, description: str = 
     """
     from clusters import config as cluster_config
     from clusters.services import grant_owner
+    from rbac import access
 
+    access.check_write(user, "add", Cluster(name=name, description=description))
     if allow_insecure_tls and not may_skip_tls_verify(user):
         raise kube.KubeconfigError(INSECURE_REFUSED)
     view = view or check_kubeconfig(kubeconfig, allow_insecure=allow_insecure_tls)
@@ -144,6 +146,9 @@ def replace_kubeconfig(cluster: Cluster, kubeconfig: str, *, user=None, allow_in
 
     Skipping TLS verification is decided again for every new kubeconfig (admins only, audited).
     """
+    from rbac import access
+
+    access.check_write(user, "change", cluster, before=cluster)
     if allow_insecure_tls and not may_skip_tls_verify(user):
         raise kube.KubeconfigError(INSECURE_REFUSED)
     view = check_kubeconfig(kubeconfig, allow_insecure=allow_insecure_tls)

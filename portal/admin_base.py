@@ -98,6 +98,13 @@ class PortalModelAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         audit.record("update" if change else "create", obj, changes=audit.diff(before, audit.snapshot(obj)))
 
+    def get_deleted_objects(self, objs, request):
+        """Records only the system writes (nodes, upgrades) go with what they belong to: their admins refuse every
+        delete, and Django would refuse deleting anything holding one (a cluster with nodes), even to superusers."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        system = {m._meta.verbose_name for m, a in self.admin_site._registry.items() if isinstance(a, ReadOnlyAdminMixin)}
+        return deleted, counts, perms_needed - system, protected
+
     def delete_model(self, request, obj):
         self.check_write(request, "delete", obj)
         audit.record("delete", obj, changes=audit.diff(audit.snapshot(obj), None))

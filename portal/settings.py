@@ -63,6 +63,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "portal.urls"
+SESSION_ENGINE = "portal.sessions"  # refuses forged session keys before they reach the database
 WSGI_APPLICATION = "portal.wsgi.application"
 
 TEMPLATES = [

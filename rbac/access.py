@@ -331,6 +331,16 @@ def _changed_relations(obj: Model, before: Model | None) -> Iterable[tuple[str, 
         yield f.verbose_name, getattr(obj, f.name)
 
 
+def _moves_cluster(grants: Grants, action: str, obj: Model, before: Model) -> bool:
+    """A change that carries an object to another cluster needs the action there from the cluster itself:
+    grants bound to the object (a project role on a moved project) travel with it and prove nothing."""
+    answer, rule, perm = _global_answer(grants, obj.__class__, action)
+    if answer is not None or not rule.cluster_path:
+        return False
+    old, new = _scope(before, rule)[0], _scope(obj, rule)[0]
+    return old != new and not grants.cluster_allows(new, perm)
+
+
 def check_write(
     user,
     action: str,
@@ -353,6 +363,8 @@ def check_write(
         raise WriteRefused(f"You may not {action} this {_label(obj)} here.")
     if before is not None and not allowed(grants, action, before):
         raise WriteRefused(f"You may not {action} this {_label(obj)} where it is now.")
+    if before is not None and _moves_cluster(grants, action, obj, before):
+        raise WriteRefused(f"You may not move this {_label(obj)} to that cluster.")
     for name, target in _changed_relations(obj, before):
         if not _may_see(grants, target):
             raise WriteRefused(f"{name}: no such {_label(target)} that you may see.")

@@ -43,6 +43,8 @@ class PortalViewSetMixin:
         if serializer.instance is None:
             return model(**{k: v for k, v in data.items() if k in concrete})
         obj = copy.copy(serializer.instance)
+        obj._state = copy.copy(obj._state)  # its own related-object cache: the instance itself stays as loaded
+        obj._state.fields_cache = dict(obj._state.fields_cache)
         for key, value in data.items():
             if key in concrete:
                 setattr(obj, key, value)
