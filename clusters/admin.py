@@ -56,6 +56,13 @@ class NodeInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_view_permission(self, request, obj=None):
+        # Django's default asks for model permissions Corral does not use: nodes would show to superusers only.
+        return request.user.is_active if obj is None else access.can(request.user, "view", obj)
+
+    def get_queryset(self, request):
+        return access.restrict(self.model._default_manager.all(), request.user, "view")
+
 
 @admin.register(Cluster)
 class ClusterAdmin(PortalModelAdmin):

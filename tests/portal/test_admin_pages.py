@@ -51,3 +51,16 @@ def test_other_users_job_page_is_404(client, make_user):
     client.force_login(alice)
     assert client.get(f"/admin/portal/job/{job.pk}/change/").status_code == 404
     assert client.post(f"/admin/portal/job/{job.pk}/cancel/").status_code == 404
+
+
+def test_cluster_page_shows_nodes_and_projects_to_a_cluster_owner_who_is_not_superuser(client):
+    from clusters.models import Node
+    from tests.tenancy import make_tenant
+
+    a, b = make_tenant("pa"), make_tenant("pb")
+    Node.objects.create(cluster=a.cluster, name="pa-worker-1", roles=["worker"], ready=True)
+    Node.objects.create(cluster=b.cluster, name="pb-worker-1", roles=["worker"], ready=True)
+    client.force_login(a.owner)
+    page = client.get(f"/admin/clusters/cluster/{a.cluster.pk}/change/").content.decode()
+    assert "pa-worker-1" in page and "pa-project" in page
+    assert "pb-worker-1" not in page and "pb-project" not in page
