@@ -31,10 +31,20 @@ def client_ip(request) -> str | None:
     from django.conf import settings
 
     if getattr(settings, "TRUST_X_FORWARDED_FOR", False):
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        forwarded = _address(request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[0])
         if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.META.get("REMOTE_ADDR")
+            return forwarded
+    return _address(request.META.get("REMOTE_ADDR") or "")
+
+
+def _address(text: str) -> str | None:
+    """An IP address as the audit column stores it, or None: a forged header must not break the audit write."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
 
 
 def set_actor(user=None, source_ip: str | None = None) -> contextvars.Token:

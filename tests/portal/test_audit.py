@@ -73,3 +73,16 @@ def test_auditlog_shows_each_user_only_what_they_may_see(api):
     assert "a's change" in seen and "b's change" not in seen
     api.force_login(a.member)
     assert "a's change" not in {e["object_repr"] for e in api.get("/v3/auditlog/").json()["results"]}
+
+
+@pytest.mark.parametrize("header", ["not-an-ip", "1.2.3.4.5", "\x00", "::ffff:zz", "999.1.1.1, 10.0.0.1"])
+def test_a_forged_forwarded_for_header_never_breaks_the_audit_write(settings, header):
+    from django.test import RequestFactory
+
+    from portal import audit
+
+    settings.TRUST_X_FORWARDED_FOR = True
+    request = RequestFactory().get("/", HTTP_X_FORWARDED_FOR=header, REMOTE_ADDR="127.0.0.1")
+    assert audit.client_ip(request) == "127.0.0.1"
+    request = RequestFactory().get("/", HTTP_X_FORWARDED_FOR="203.0.113.9, 127.0.0.1", REMOTE_ADDR="127.0.0.1")
+    assert audit.client_ip(request) == "203.0.113.9"
