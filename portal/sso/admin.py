@@ -128,7 +128,7 @@ class SSOProviderAdmin(PortalModelAdmin):
     def refresh_metadata(self, request, queryset):
         for provider in access.restrict(queryset, request.user, "change"):
             try:
-                services.refresh_metadata(provider)
+                services.refresh_metadata(provider, user=request.user)
                 self.message_user(request, f"{provider.name}: metadata refreshed from {provider.idp_metadata_url}.")
             except ValidationError as exc:
                 self.message_user(request, f"{provider.name}: {_validation_text(exc)}", messages.ERROR)
@@ -136,7 +136,7 @@ class SSOProviderAdmin(PortalModelAdmin):
     @admin.action(description="Generate a new SP key and certificate")
     def generate_sp_key(self, request, queryset):
         for provider in access.restrict(queryset, request.user, "change"):
-            services.generate_sp_key(provider)
+            services.generate_sp_key(provider, user=request.user)
             self.message_user(
                 request,
                 f"{provider.name}: new SP key and certificate generated. Load Corral's SP metadata into the IdP again, "

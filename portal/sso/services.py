@@ -209,8 +209,11 @@ def ensure_sp_key(provider: SSOProvider) -> bool:
     return True
 
 
-def refresh_metadata(provider: SSOProvider) -> SSOProvider:
+def refresh_metadata(provider: SSOProvider, *, user=None) -> SSOProvider:
     """Fetch the IdP metadata from its URL again and save the result, audited."""
+    from rbac import access
+
+    access.require(user, "change", provider)
     if not provider.idp_metadata_url:
         raise ValidationError({"idp_metadata_url": f"{provider.name} has no metadata URL to fetch; paste the XML instead."})
     before = audit.snapshot(provider)
@@ -222,8 +225,11 @@ def refresh_metadata(provider: SSOProvider) -> SSOProvider:
     return provider
 
 
-def generate_sp_key(provider: SSOProvider) -> SSOProvider:
+def generate_sp_key(provider: SSOProvider, *, user=None) -> SSOProvider:
     """Replace the SP key pair with a new one, audited. The IdP must then load Corral's new SP metadata."""
+    from rbac import access
+
+    access.require(user, "change", provider)
     before = audit.snapshot(provider)
     provider.sp_private_key = provider.sp_certificate = ""
     ensure_sp_key(provider)
@@ -235,8 +241,11 @@ def generate_sp_key(provider: SSOProvider) -> SSOProvider:
 
 
 def set_local_login(enabled: bool, *, user=None, via: str = "") -> SSOSettings:
+    from rbac import access
+
     with transaction.atomic():
         settings = SSOSettings.objects.select_for_update().filter(pk=1).first() or SSOSettings.load()
+        access.require(user, "change", settings)
         before = settings.local_login_enabled
         settings.local_login_enabled = enabled
         settings.save()

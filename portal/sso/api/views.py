@@ -41,7 +41,7 @@ class SSOProviderViewSet(PortalModelViewSet):
     def refresh_metadata(self, request, pk=None):
         provider = self.get_object()
         try:
-            services.refresh_metadata(provider)
+            services.refresh_metadata(provider, user=request.user)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return Response(self.get_serializer(provider).data)
@@ -49,5 +49,5 @@ class SSOProviderViewSet(PortalModelViewSet):
     @extend_schema(request=None, responses=SSOProviderSerializer)
     @action(detail=True, methods=["post"], url_path="generate-sp-key")
     def generate_sp_key(self, request, pk=None):
-        provider = services.generate_sp_key(self.get_object())
+        provider = services.generate_sp_key(self.get_object(), user=request.user)
         return Response(self.get_serializer(provider).data)
