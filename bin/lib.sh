@@ -7,9 +7,10 @@ PY="$VENV/bin/python"
 say() { printf '\033[1;36m[corral]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[corral]\033[0m %s\n' "$*" >&2; exit 1; }
 
-pick_python() {
+pick_python() {  # quiet: a missing interpreter or a pyenv shim without that version must print nothing
   for candidate in python3.13 python3.12 python3.11 python3; do
-    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    if command -v "$candidate" >/dev/null 2>&1 \
+       && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
       echo "$candidate"; return
     fi
   done
@@ -90,4 +91,55 @@ ensure_postgres() {
   done
   for _ in $(seq 100); do postgres_up && return 0; sleep 0.2; done
   die "PostgreSQL did not come up on 127.0.0.1:5432"
+}
+
+# supervise [--once] NAME COMMAND...: run COMMAND in its own session (so a terminal's Ctrl-C reaches
+# only bin/up, which then stops everything in order), log to $LOGS/NAME.log, keep its pid in
+# $RUN/NAME.pid, and start it again when it exits: after 1 s, doubling up to 30 s while it keeps
+# crashing, back to 1 s once it stayed up a minute. --once: report the exit, do not restart.
+# The supervisor stops on TERM: TERM to the process group, a second TERM after 10 s (RQ's cold
+# shutdown, which stops a running job), KILL after 15 s.
+supervise() {
+  local once=""
+  [ "$1" = --once ] && { once=1; shift; }
+  local name="$1"; shift
+  local log="$LOGS/$name.log" pidfile="$RUN/$name.pid"
+  (
+    set +e
+    child="" backoff=1
+    halt() {
+      if [ -n "$child" ]; then
+        kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null
+        ( sleep 10; kill -TERM -- "-$child"; sleep 5; kill -KILL -- "-$child" ) 2>/dev/null &
+        local timer=$!
+        wait "$child" 2>/dev/null
+        kill "$timer" 2>/dev/null
+      fi
+      rm -f "$pidfile"
+      exit 0
+    }
+    trap halt TERM
+    trap '' INT
+    while :; do
+      local started=$SECONDS
+      setsid "$@" >>"$log" 2>&1 </dev/null &
+      child=$!
+      echo "$child" >"$pidfile"
+      wait "$child"
+      local rc=$?
+      child=""
+      if [ -n "$once" ]; then
+        say "$name exited (status $rc); not restarted, see $log"
+        rm -f "$pidfile"
+        exit 0
+      fi
+      [ $((SECONDS - started)) -ge 60 ] && backoff=1
+      say "$name exited (status $rc); restarting it in ${backoff} s (log: $log)"
+      echo "[supervisor] $(date -u +%FT%TZ) exited with status $rc; restarting in ${backoff} s" >>"$log"
+      sleep "$backoff" & wait $!
+      backoff=$((backoff * 2 > 30 ? 30 : backoff * 2))
+    done
+  ) 2>/dev/null &  # no "Killed"/"Terminated" job notices from this shell: its exits are reported above
+  SUPERVISORS+=("$!")
+  say "started $name (log $log)"
 }

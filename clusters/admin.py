@@ -38,17 +38,26 @@ class ProjectInline(admin.TabularInline):
         return access.restrict(self.model._default_manager.all(), request.user, "view")
 
 
+def roles_text(node: Node) -> str:
+    return ", ".join(node.roles or []) or "—"
+
+
 class NodeInline(admin.TabularInline):
     model = Node
     extra = 0
     can_delete = False
-    fields = ["name", "roles", "state_col", "kubelet_version", "os_image", "container_runtime", "internal_ip"]
+    classes = ["corral-readonly-rows"]
+    fields = ["name", "roles_col", "state_col", "kubelet_version", "os_image", "container_runtime", "internal_ip"]
     readonly_fields = fields
     ordering = ["name"]
 
     @admin.display(description="State")
     def state_col(self, node: Node) -> str:
         return node.state
+
+    @admin.display(description="Roles")
+    def roles_col(self, node: Node) -> str:
+        return roles_text(node)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -179,13 +188,17 @@ class ClusterAdmin(PortalModelAdmin):
 
 @admin.register(Node)
 class NodeAdmin(ReadOnlyAdminMixin, PortalModelAdmin):
-    list_display = ["name", "cluster", "roles", "state", "kubelet_version", "os_image", "synced_at"]
+    list_display = ["name", "cluster", "roles_col", "state", "kubelet_version", "os_image", "synced_at"]
     list_filter = ["cluster", "ready", "unschedulable", "kubelet_version"]
     search_fields = ["name", "internal_ip", "cluster__name"]
     list_select_related = ["cluster"]
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in Node._meta.fields]
+
+    @admin.display(description="Roles")
+    def roles_col(self, node: Node) -> str:
+        return roles_text(node)
 
 
 @admin.register(Project)

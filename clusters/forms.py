@@ -5,6 +5,7 @@ from django import forms
 
 from clusters import inventory, kube, schema
 from clusters.models import Cluster
+from clusters.validators import validate_cluster_name
 from portal import audit
 from portal.forms import SecretFormField, SecretsKeptForm
 
@@ -30,6 +31,11 @@ class ClusterForm(SecretsKeptForm):
         fields = ["name", "description", "kubeconfig"]
         error_messages = {"name": {"unique": NAME_NOT_AVAILABLE}}
 
+    def clean_name(self):
+        name = self.cleaned_data.get("name")
+        validate_cluster_name(name)
+        return name
+
     def clean_kubeconfig(self):
         self.new_kubeconfig = self.cleaned_data.get("kubeconfig") or ""
         return self.new_kubeconfig
@@ -52,6 +58,9 @@ class ClusterForm(SecretsKeptForm):
             self.add_error("kubeconfig", f"The cluster could not be used: {exc.reason}")
         else:
             self.instance.insecure_tls = self.cluster_view.insecure_tls
+            taken = inventory.server_taken(self.cluster_view.server, user, exclude_pk=self.instance.pk)
+            if taken:
+                self.add_error("kubeconfig", taken)
         return cleaned
 
 

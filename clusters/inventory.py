@@ -107,6 +107,21 @@ def audit_insecure_tls(cluster: Cluster, user, server: str) -> None:
 
 
 @transaction.atomic
+def server_taken(server: str, user, *, exclude_pk: int | None = None) -> str | None:
+    """Why a kubeconfig's API server cannot be imported again, or None: one cluster, one record.
+
+    The existing cluster is named only to someone who may see it.
+    """
+    from rbac import access
+
+    existing = Cluster.objects.filter(api_server=server).exclude(pk=exclude_pk).first()
+    if existing is None:
+        return None
+    if user is not None and access.can(user, "view", existing):
+        return f"This API server ({server}) is already imported as cluster {existing.name!r}."
+    return f"This API server ({server}) is already imported into Corral; ask its owners for access."
+
+
 def import_cluster(*, name: str, kubeconfig: str, user=None, description: str = "",
                    view: kube.ClusterView | None = None, allow_insecure_tls: bool = False) -> Cluster:
     """Save a cluster whose kubeconfig was checked, with its first config version and inventory.
@@ -124,6 +139,9 @@ def import_cluster(*, name: str, kubeconfig: str, user=None, description: str = 
     view = view or check_kubeconfig(kubeconfig, allow_insecure=allow_insecure_tls)
     if view.insecure_tls and not may_skip_tls_verify(user):
         raise kube.KubeconfigError(INSECURE_REFUSED)
+    taken = server_taken(view.server, user)
+    if taken:
+        raise kube.KubeconfigError(taken)
     now = timezone.now()
     cluster = Cluster.objects.create(
         name=name, description=description, kubeconfig=kubeconfig, kind=view.kind, state=Cluster.State.ACTIVE,

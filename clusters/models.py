@@ -18,6 +18,7 @@ class Cluster(models.Model):
         PROVISIONING = "provisioning", "Provisioning"
         ACTIVE = "active", "Active"
         UPGRADING = "upgrading", "Upgrading"
+        UPGRADE_PAUSED = "upgrade-paused", "Upgrade paused"
         RESTORING = "restoring", "Restoring"
         UNAVAILABLE = "unavailable", "Unavailable"
         ERROR = "error", "Error"
@@ -131,7 +132,12 @@ class Project(models.Model):
 
 
 class Upgrade(models.Model):
-    """One upgrade of a cluster's Kubernetes, with the plan it follows and where it stands."""
+    """One rollout to a cluster's nodes — its Kubernetes version or its kubelet arguments — with the plan it
+    follows and where it stands. Both kinds walk the same batches, drain rules and node states."""
+
+    class Kind(models.TextChoices):
+        KUBERNETES = "kubernetes", "Kubernetes version"
+        KUBELET_ARGS = "kubelet-args", "Kubelet arguments"
 
     class State(models.TextChoices):
         RUNNING = "running", "Running"
@@ -141,6 +147,9 @@ class Upgrade(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="upgrades")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.KUBERNETES)
+    params = models.JSONField(default=dict, blank=True,
+                              help_text="What the rollout sets besides the version, e.g. {\"kubelet_args\": {...}}")
     job = models.ForeignKey("portal.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     from_version = models.CharField(max_length=64, blank=True)
     to_version = models.CharField(max_length=64)
@@ -158,6 +167,9 @@ class Upgrade(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
+        if self.kind == self.Kind.KUBELET_ARGS:
+            args = ", ".join(f"{k}={v}" for k, v in sorted(((self.params or {}).get("kubelet_args") or {}).items()))
+            return f"{self.cluster.name} kubelet arguments {args or '(none)'}"
         return f"{self.cluster.name} {self.from_version} → {self.to_version}"
 
 

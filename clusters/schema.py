@@ -67,8 +67,15 @@ def _grace(value: Any) -> str | None:
 
 
 def _extra_args(value: Any) -> str | None:
+    """Flag names and one-line values: they become ``--kubelet-arg=name=value`` on every node."""
     if not all(isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items()):
         return "must map flag names to values, e.g. max-pods: \"250\""
+    from clusters.nodeops.plans import kubelet_arg_flags
+
+    try:
+        kubelet_arg_flags(value)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -245,6 +252,12 @@ def validate(doc: dict[str, Any], *, kind: str, current_version: str = "", sourc
         errors.append(("kubernetes_version", lines.get("kubernetes_version"),
                        f"an imported cluster's version is managed outside Corral (it runs {current_version})"))
     result["kubernetes_version"] = version
+    if kind != "k3s":
+        # The k3s section means nothing to other kinds: refused when set, left out when default (or absent).
+        if doc.get("k3s_upgrade_strategy") and result.get("k3s_upgrade_strategy") != defaults()["k3s_upgrade_strategy"]:
+            errors.append(("k3s_upgrade_strategy", lines.get("k3s_upgrade_strategy"),
+                           f"only k3s clusters take this section; this is a {kind} cluster"))
+        result.pop("k3s_upgrade_strategy", None)
     if errors:
         raise ConfigError(errors)
     return result

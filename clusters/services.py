@@ -48,13 +48,18 @@ def request_sync(cluster: Cluster, *, user=None):
 
 def request_upgrade(cluster: Cluster, *, kubernetes_version: str, user=None, mode: str | None = None):
     """Change the config's kubernetes_version (and mode, if given); the config change starts the upgrade job."""
+    from clusters.upgrades import active_upgrade, start_upgrade
+
     access.require(user, "upgrade", cluster)
     if cluster.kind not in (Cluster.Kind.RKE, Cluster.Kind.K3S):
         raise UpgradeRefused(f"{cluster.get_kind_display()} clusters are upgraded outside Corral.")
-    if cluster.state == Cluster.State.UPGRADING:
+    if active_upgrade(cluster) is not None or cluster.state == Cluster.State.UPGRADING:
         raise UpgradeRefused("The cluster is already upgrading; resume or cancel that upgrade first.")
     if kubernetes_version == cluster.kubernetes_version:
         raise UpgradeRefused(f"The cluster already runs {kubernetes_version}.")
+    if cluster_config.desired_version(cluster) == kubernetes_version and not mode:
+        # The config already asks for it (an upgrade to it was cancelled or failed): start again, no new version.
+        return start_upgrade(cluster, kubernetes_version, user=user)
     document = dict(cluster_config.current_document(cluster))
     document["kubernetes_version"] = kubernetes_version
     if mode:

@@ -32,6 +32,7 @@ class Timings:
     eviction_timeout: float = 300.0  # default tolerationSeconds for not-ready/unreachable (300s)
     upgrade_down: float = 10.0  # a node is NotReady this long while its Kubernetes is replaced
     drain_timeout: float = 0.0  # SUC drain timeout when a Plan sets none (0 = wait forever)
+    kubelet_restart: float = 2.0  # a node is NotReady this long while its kubelet restarts with new flags
 
     def scaled(self, scale: float) -> Timings:
         return replace(self, **{f.name: getattr(self, f.name) * scale for f in fields(self)})
@@ -58,6 +59,8 @@ class NodeRuntime:
     upgrading: bool = False
     fail_upgrade: bool = False  # control API: the next upgrade never comes back
     failed: bool = False
+    failed_version: str = ""  # what the machine was upgraded to when its new kubelet failed to start
+    fail_jobs: str = ""  # fleet file / control API: every upgrade-job container here exits 1 with this message
     last_status: float = 0.0
     extra_labels: dict[str, str] = field(default_factory=dict)
     kubelet_args: dict[str, str] = field(default_factory=dict)  # flags the kubelet runs with (max-pods)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .cluster import Cluster, NodeRuntime, Timings
+from .controllers.upgrades import SUC_NAME, SUC_NS, plan_crd
 from .loop import Loop
 from .resources import parse_version
 
@@ -29,6 +30,8 @@ class NodeSpec:
     name: str
     roles: tuple[str, ...]
     labels: dict[str, str] = field(default_factory=dict)
+    fail_upgrade: bool = False  # its upgrades never come back Ready (like `Fleet.fail_node_upgrade`)
+    fail_jobs: str = ""  # every upgrade-job container on it exits 1 with this message
 
 
 @dataclass
@@ -41,6 +44,11 @@ class ClusterSpec:
     timings: dict[str, float] = field(default_factory=dict)
     token: str | None = None
     kubelet_args: dict[str, str] = field(default_factory=dict)
+    system_upgrade_controller: bool | None = None  # None: installed on k3s clusters only
+
+    @property
+    def has_suc(self) -> bool:
+        return self.kind == "k3s" if self.system_upgrade_controller is None else self.system_upgrade_controller
 
 
 def _nodes(name: str, kind: str, raw: Any) -> list[NodeSpec]:
@@ -55,7 +63,11 @@ def _nodes(name: str, kind: str, raw: Any) -> list[NodeSpec]:
     elif isinstance(raw, list):
         for i, n in enumerate(raw, 1):
             roles = n.get("roles") or [n.get("role", "worker")]
-            out.append(NodeSpec(n.get("name") or f"{name}-node-{i}", tuple(roles), dict(n.get("labels") or {})))
+            fail_jobs = n.get("fail_jobs") or ""
+            if fail_jobs is True:
+                fail_jobs = "upgrade script failed (injected by the fleet file)"
+            out.append(NodeSpec(n.get("name") or f"{name}-node-{i}", tuple(roles), dict(n.get("labels") or {}),
+                                bool(n.get("fail_upgrade", False)), str(fail_jobs)))
     else:
         raise ValueError(f"cluster {name}: nodes must be a mapping of role to count or a list")
     if kind == "k3s":
@@ -90,7 +102,9 @@ def load_spec(source: str | os.PathLike[str] | dict[str, Any]) -> tuple[list[Clu
                                      copy.deepcopy(list(raw.get("workloads") or [])),
                                      {**(defaults.get("timings") or {}), **(raw.get("timings") or {})},
                                      raw.get("token") if count == 1 else None,
-                                     {str(k): str(v) for k, v in (raw.get("kubelet_args") or {}).items()}))
+                                     {str(k): str(v) for k, v in (raw.get("kubelet_args") or {}).items()},
+                                     None if raw.get("system_upgrade_controller") is None
+                                     else bool(raw["system_upgrade_controller"])))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError("cluster names must be unique")
@@ -124,26 +138,8 @@ def _daemonset(name: str, ns: str, image: str, tolerate_all: bool = True) -> dic
                      "template": {"metadata": {"labels": dict(labels)}, "spec": spec}}}
 
 
-PLAN_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "plans.upgrade.cattle.io"},
-    "spec": {
-        "group": "upgrade.cattle.io", "scope": "Namespaced",
-        "names": {"kind": "Plan", "plural": "plans", "singular": "plan", "listKind": "PlanList"},
-        "version": "v1",
-        "versions": [{"name": "v1", "served": True, "storage": True}],
-        "subresources": {"status": {}},
-        "additionalPrinterColumns": [
-            {"name": "Image", "type": "string", "JSONPath": ".spec.upgrade.image"},
-            {"name": "Channel", "type": "string", "JSONPath": ".spec.channel"},
-            {"name": "Version", "type": "string", "JSONPath": ".spec.version"},
-        ],
-    },
-}
-
-
 def system_objects(spec: ClusterSpec, minor: int) -> list[dict[str, Any]]:
-    """What the distribution itself runs (CoreDNS, the node agent, system-upgrade-controller)."""
+    """What the distribution itself runs (CoreDNS, ..., system-upgrade-controller if the fleet says so)."""
     objs: list[dict[str, Any]] = [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
          "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
@@ -162,32 +158,39 @@ def system_objects(spec: ClusterSpec, minor: int) -> list[dict[str, Any]]:
     dns_extra = {"tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}], "priorityClassName": "system-cluster-critical"}
     if spec.kind == "rke":
         objs.append(_deployment("coredns", "kube-system", 1, "rancher/coredns-coredns:1.3.1", {"k8s-app": "kube-dns"}, dns_extra))
-        objs.append(_daemonset("corral-node-agent", "kube-system", "corral/node-agent:v0.1.0"))
     elif spec.kind == "k3s":
         objs.append(_deployment("coredns", "kube-system", 1, "rancher/coredns-coredns:1.6.3", {"k8s-app": "kube-dns"}, dns_extra))
         objs.append(_deployment("local-path-provisioner", "kube-system", 1, "rancher/local-path-provisioner:v0.0.11"))
         objs.append(_deployment("metrics-server", "kube-system", 1, "rancher/metrics-server:v0.3.6", {"k8s-app": "metrics-server"}))
-        objs.append(_ns("system-upgrade"))
-        objs.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "system-upgrade", "namespace": "system-upgrade"}})
-        objs.append(_deployment("system-upgrade-controller", "system-upgrade", 1, "rancher/system-upgrade-controller:v0.4.0",
-                                {"upgrade.cattle.io/controller": "system-upgrade-controller"},
-                                {"serviceAccountName": "system-upgrade",
-                                 "nodeSelector": {"node-role.kubernetes.io/master": "true"},
-                                 "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"},
-                                                 {"key": "node-role.kubernetes.io/master", "operator": "Exists", "effect": "NoSchedule"}]}))
-        crd = copy.deepcopy(PLAN_CRD)
-        if minor >= 16:
-            crd["apiVersion"] = "apiextensions.k8s.io/v1"
-            crd["spec"].pop("version")
-            crd["spec"].pop("subresources")
-            cols = crd["spec"].pop("additionalPrinterColumns")
-            crd["spec"]["versions"] = [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
-                                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-                                        "additionalPrinterColumns": [{"name": c["name"], "type": c["type"], "jsonPath": c["JSONPath"]} for c in cols]}]
-        objs.insert(0, crd)
     else:
         objs.append(_deployment("coredns", "kube-system", 2, "k8s.gcr.io/coredns:1.6.7", {"k8s-app": "kube-dns"}, dns_extra))
+    if spec.has_suc:
+        objs = [plan_crd(minor), *objs, *suc_objects(spec.kind)]
     return objs
+
+
+def suc_objects(kind: str) -> list[dict[str, Any]]:
+    """system-upgrade-controller as its manifest installs it (namespace, account, binding, Deployment)."""
+    cp_label = "node-role.kubernetes.io/controlplane" if kind == "rke" else (
+        "node-role.kubernetes.io/master" if kind == "k3s" else "node-role.kubernetes.io/controlplane")
+    tolerations = [{"key": "CriticalAddonsOnly", "operator": "Exists"}] + [
+        {"key": k, "operator": "Exists", "effect": "NoSchedule"}
+        for k in ("node-role.kubernetes.io/master", "node-role.kubernetes.io/controlplane",
+                  "node-role.kubernetes.io/control-plane")] + [
+        {"key": "node-role.kubernetes.io/etcd", "operator": "Exists", "effect": "NoExecute"}]
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": cp_label, "operator": "Exists"}]}]}}}
+    return [
+        _ns(SUC_NS),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "system-upgrade", "namespace": SUC_NS}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "system-upgrade"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+         "subjects": [{"kind": "ServiceAccount", "name": "system-upgrade", "namespace": SUC_NS}]},
+        _deployment(SUC_NAME, SUC_NS, 1, "rancher/system-upgrade-controller:v0.14.0",
+                    {"upgrade.cattle.io/controller": SUC_NAME},
+                    {"serviceAccountName": "system-upgrade", "affinity": affinity, "tolerations": tolerations}),
+    ]
 
 
 def workload_objects(spec: ClusterSpec) -> list[dict[str, Any]]:
@@ -234,7 +237,8 @@ def build_cluster(spec: ClusterSpec, loop: Loop, timings: Timings, time_scale: f
             api.create(c.rt("namespaces"), None, _ns(ns))
         for i, n in enumerate(spec.nodes):
             rt = NodeRuntime(n.name, n.roles, spec.version, f"10.0.{(i // 250) % 250}.{i % 250 + 10}",
-                             extra_labels=n.labels, kubelet_args=dict(spec.kubelet_args))
+                             extra_labels=n.labels, kubelet_args=dict(spec.kubelet_args),
+                             fail_upgrade=n.fail_upgrade, fail_jobs=n.fail_jobs)
             c.nodes[n.name] = rt
             c.controllers.kubelets.register(rt)
         for obj in system_objects(spec, c.minor) + workload_objects(spec):

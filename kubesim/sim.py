@@ -127,11 +127,29 @@ class Fleet:
         return self.cluster(name).rotate_token(token)
 
     def fail_node_upgrade(self, name: str, node: str, fail: bool = True) -> None:
-        """Make a node's next upgrades fail (it never comes back Ready) until cleared."""
+        """Make a node's next upgrades fail (its new kubelet never starts) until cleared;
+        clearing it starts a failed node's kubelet on the version it was upgraded to."""
         c = self.cluster(name)
-        rt = c.nodes[node]
-        rt.fail_upgrade = fail
-        c.log("control", f"node {node}: fail_upgrade={fail}", node=node)
+        with c.lock:
+            rt = c.nodes[node]
+            rt.fail_upgrade = fail
+            c.log("control", f"node {node}: fail_upgrade={fail}", node=node)
+            if not fail and rt.failed and rt.up:
+                # the fault is gone: the service manager's next restart brings the new kubelet up
+                rt.failed = False
+                if rt.failed_version:
+                    rt.version = rt.failed_version
+                rt.last_status = 0.0
+                c.controllers.kubelets.renew(rt)
+                c.controllers.kubelets.report_status(rt)
+                c.refresh_version()
+        c.kick()
+
+    def fail_node_jobs(self, name: str, node: str, message: str | None = "upgrade script failed") -> None:
+        """Make every upgrade-job container on a node exit 1 with `message` (None clears it)."""
+        c = self.cluster(name)
+        c.nodes[node].fail_jobs = message or ""
+        c.log("control", f"node {node}: fail_jobs={message!r}", node=node)
 
     def set_node_up(self, name: str, node: str, up: bool) -> None:
         """Power a node off (its kubelet stops; the node controller will find it lost) or on."""
@@ -174,7 +192,8 @@ class Fleet:
             "server": self.server_url(name), "etcd": self.etcd_url(name),
             "revision": c.store.rv,
             "nodes": [{"name": n.name, "roles": list(n.roles), "version": n.version, "up": n.up,
-                       "upgrading": n.upgrading, "failUpgrade": n.fail_upgrade, "failed": n.failed, "ip": n.ip}
+                       "upgrading": n.upgrading, "failUpgrade": n.fail_upgrade, "failJobs": n.fail_jobs, "failed": n.failed,
+                       "kubeletArgs": dict(n.kubelet_args), "ip": n.ip}
                       for n in c.nodes.values()],
         }
 
@@ -252,6 +271,8 @@ class ControlApi:
                         raise errors.not_found("nodes", "", node)
                     if rest[2] == "fail-upgrade":
                         f.fail_node_upgrade(name, node, bool(data.get("fail", True)))
+                    elif rest[2] == "fail-jobs":
+                        f.fail_node_jobs(name, node, data.get("message", "upgrade script failed"))
                     elif rest[2] == "down":
                         f.set_node_up(name, node, False)
                     elif rest[2] == "up":

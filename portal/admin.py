@@ -45,7 +45,8 @@ class JobAdmin(PortalModelAdmin):
         "finished_at", "heartbeat_at", "worker", "attempts", "cancel_requested",
     ]
     fieldsets = [
-        (None, {"fields": ["kind", "target_repr", "cluster", "status", "progress_message", "error", "result"]}),
+        # Status and progress are shown once, live, above the fields (templates/admin/portal/job/change_form.html).
+        (None, {"fields": ["kind", "target_repr", "cluster", "error", "result"]}),
         ("Details", {"classes": ["collapse"], "fields": [
             "id", "queue", "params", "target_type", "target_id", "created_by", "created_at", "started_at",
             "finished_at", "heartbeat_at", "worker", "attempts", "cancel_requested"]}),

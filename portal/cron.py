@@ -1,10 +1,21 @@
-"""Scheduler configuration: ``manage.py rqcron portal.cron`` loads this module."""
+"""Scheduler configuration: ``manage.py scheduler portal.cron`` loads this module.
+
+Entries run inside the scheduler process (see :mod:`portal.jobs.scheduler`), so they must be
+quick: the reaper, and one enqueue per periodic task (the work itself runs as a job).
+"""
+from django.conf import settings
 from rq import cron
 
 from portal.jobs import periodic_tasks, reap_lost_jobs
 from portal.jobs.periodic import run_periodic
 
-cron.register(reap_lost_jobs, "default", interval=15, name="portal.reap_lost_jobs")
+
+def reap_interval() -> float:
+    """A lost job is caught at most this long after its heartbeat went stale."""
+    return max(0.5, min(5.0, settings.JOB_STALE_SECONDS / 4))
+
+
+cron.register(reap_lost_jobs, "default", interval=reap_interval(), name="portal.reap_lost_jobs")
 for task in periodic_tasks():
     cron.register(
         run_periodic,

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from gunicorn (bin/up runs collectstatic)
     "portal.api.middleware.APIErrorMiddleware",  # early: /v3/ errors from any layer become the JSON error body
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -108,6 +109,14 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+# WhiteNoise serves STATIC_ROOT compressed; without a manifest, so templates render before collectstatic.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Before any collectstatic (a fresh checkout, the tests) WhiteNoise looks files up per request
+# instead of warning about a missing STATIC_ROOT; bin/up collects first and gets the fast path.
+WHITENOISE_AUTOREFRESH = env_bool("WHITENOISE_AUTOREFRESH", DEBUG and not STATIC_ROOT.is_dir())
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 JOB_QUEUES = ("default", "clusters", "scans", "backups", "catalog")
@@ -188,6 +197,10 @@ DEFAULT_GLOBAL_ROLE = os.environ.get("CORRAL_DEFAULT_GLOBAL_ROLE", "user")
 CLUSTER_SYNC_INTERVAL = int(os.environ.get("CORRAL_CLUSTER_SYNC_INTERVAL", "300"))
 CLUSTER_SYNC_BATCH = int(os.environ.get("CORRAL_CLUSTER_SYNC_BATCH", "100"))
 CLUSTER_SYNC_THREADS = int(os.environ.get("CORRAL_CLUSTER_SYNC_THREADS", "16"))
+# Node operations (clusters/nodeops): the node-config image tag Corral asks for, and how long it waits
+# for a system-upgrade-controller it installed to become available.
+NODE_CONFIG_IMAGE_VERSION = os.environ.get("CORRAL_NODE_CONFIG_IMAGE_VERSION", "v0.1.0")
+SUC_INSTALL_TIMEOUT = float(os.environ.get("CORRAL_SUC_INSTALL_TIMEOUT", "120"))
 
 # ---------------------------------------------------------------------------------------------
 # SAML single sign-on (portal/sso). SSO providers and the local-login switch live in the

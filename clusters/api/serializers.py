@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
@@ -5,6 +6,7 @@ from rest_framework.validators import UniqueValidator
 from clusters import inventory, kube, schema
 from clusters.forms import NAME_NOT_AVAILABLE
 from clusters.models import Cluster, ClusterConfigVersion, Node, Project
+from clusters.validators import validate_cluster_name
 from portal.api.serializers import PortalSerializer, RestrictedRelatedField, SecretField
 
 
@@ -34,6 +36,13 @@ class ClusterSerializer(PortalSerializer):
                 validator.message = NAME_NOT_AVAILABLE
         return fields
 
+    def validate_name(self, value: str) -> str:
+        try:
+            validate_cluster_name(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value
+
     def validate(self, attrs):
         """Every kubeconfig is tried before it is saved (reachable, credentials accepted, version read), and
         only once every other field is valid, so a refused request contacts nothing.
@@ -57,6 +66,10 @@ class ClusterSerializer(PortalSerializer):
             raise serializers.ValidationError({"kubeconfig": [str(exc)]}) from None
         except kube.ClusterError as exc:
             raise serializers.ValidationError({"kubeconfig": [f"The cluster could not be used: {exc.reason}"]}) from None
+        taken = inventory.server_taken(view.server, getattr(request, "user", None),
+                                       exclude_pk=self.instance.pk if self.instance is not None else None)
+        if taken:
+            raise serializers.ValidationError({"kubeconfig": [taken]})
         self.context["cluster_view"] = view
         attrs["insecure_tls"] = view.insecure_tls
         return attrs

@@ -1,11 +1,13 @@
 """Zero-downtime Kubernetes upgrades: the service functions admin, API and config call.
 
     job = start_upgrade(cluster, "v1.16.8", user=request.user)          # returns the portal Job
+    job = start_kubelet_args(cluster, {"max-pods": "250"}, user=...)    # same walk, node-config image
     resume_upgrade(upgrade, user=request.user)                          # a paused one continues
     cancel_upgrade(upgrade, user=request.user)                          # stops after in-flight nodes
 
-The work happens in ``clusters.upgrade`` jobs (see ``jobs.py``): ``rke.py`` for rke clusters
-(rolling or parallel), ``k3s.py`` for k3s clusters (system-upgrade-controller Plans).
+The work happens in ``clusters.upgrade`` / ``clusters.kubelet_args`` jobs (see ``runners.py``):
+``rke.py`` walks Corral's batches (rke clusters, and kubelet arguments anywhere), ``k3s.py`` writes
+k3s's server/agent Plans; both change nodes only through ``clusters.nodeops`` (SUC Plans).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from rbac import access
 
 __all__ = [
     "UpgradeError", "active_upgrade", "batch_size", "cancel_upgrade", "cancellable", "plan_rke", "resumable",
-    "resume_upgrade", "start_upgrade",
+    "resume_upgrade", "start_kubelet_args", "start_upgrade",
 ]
 
 MODES = ("rolling", "parallel")
@@ -97,31 +99,89 @@ def start_upgrade(cluster: Cluster, target: str, *, user=None, mode: str | None 
     if current and wanted and wanted < current:
         raise UpgradeError(f"{cluster.name} runs {cluster.kubernetes_version}; going back to {target} is a "
                            "downgrade, which needs a restore of a snapshot, not an upgrade.")
-    running = active_upgrade(cluster)
-    if running is not None:
-        raise UpgradeError(f"An upgrade of {cluster.name} to {running.to_version} is already {running.state}; "
-                           "resume or cancel it first.")
+    _refuse_if_busy(cluster)
     document = config.current_document(cluster)
     strategy = dict(document.get("upgrade_strategy") or schema.defaults()["upgrade_strategy"])
     if cluster.kind == Cluster.Kind.K3S:
         strategy["k3s"] = dict(document.get("k3s_upgrade_strategy") or schema.defaults()["k3s_upgrade_strategy"])
+    mode = _mode(mode, strategy, "kubernetes_version")
+    return _queue_run(
+        cluster, UpgradeRunner.kind, user=user, mode=mode, strategy=strategy, to_version=target,
+        state_reason=f"Upgrade to {target} ({mode}) queued",
+        changes={"kubernetes_version": [cluster.kubernetes_version, target]},
+        message=f"upgrade {cluster.kubernetes_version} → {target} ({mode})",
+    )
+
+
+def _mode(mode: str | None, strategy: dict, field: str) -> str:
+    """The run's mode (the request's, else the config's), written into the strategy it keeps."""
     mode = mode or strategy.get("mode") or "rolling"
     if mode not in MODES:
-        raise UpgradeError(f'mode must be "rolling" or "parallel", not {mode!r}.')
+        raise UpgradeError(f'mode must be "rolling" or "parallel", not {mode!r}.', field)
     strategy["mode"] = mode
+    return mode
+
+
+def _queue_run(cluster: Cluster, runner_kind: str, *, user, mode: str, strategy: dict, to_version: str,
+               state_reason: str, changes: dict, message: str, kind: str | None = None,
+               params: dict | None = None) -> Job:
+    """Record the Upgrade row, queue its job, mark the cluster and audit it: the same for every node walk."""
     upgrade = Upgrade.objects.create(
-        cluster=cluster, from_version=cluster.kubernetes_version, to_version=target, mode=mode, strategy=strategy,
+        cluster=cluster, kind=kind or Upgrade.Kind.KUBERNETES, params=params or {},
+        from_version=cluster.kubernetes_version, to_version=to_version, mode=mode, strategy=strategy,
         created_by=_user(user),
     )
-    job = jobs.enqueue(UpgradeRunner.kind, target=upgrade, cluster=cluster, user=user,
-                       params={"upgrade_id": upgrade.pk})
+    job = jobs.enqueue(runner_kind, target=upgrade, cluster=cluster, user=user, params={"upgrade_id": upgrade.pk})
     upgrade.job = job
     upgrade.save(update_fields=["job"])
-    Cluster.objects.filter(pk=cluster.pk).update(state=Cluster.State.UPGRADING,
-                                                 state_reason=f"Upgrade to {target} ({mode}) queued")
-    audit.record("upgrade", cluster, user=user, changes={"kubernetes_version": [cluster.kubernetes_version, target]},
-                 message=f"upgrade {cluster.kubernetes_version} → {target} ({mode})")
+    Cluster.objects.filter(pk=cluster.pk).update(state=Cluster.State.UPGRADING, state_reason=state_reason)
+    audit.record("upgrade", cluster, user=user, changes=changes, message=message)
     return job
+
+
+def _refuse_if_busy(cluster: Cluster, field: str = "kubernetes_version") -> None:
+    running = active_upgrade(cluster)
+    if running is None:
+        return
+    if running.kind == Upgrade.Kind.KUBELET_ARGS:
+        raise UpgradeError(f"A rollout of kubelet arguments to {cluster.name} is already {running.state}; "
+                           "resume or cancel it first.", field)
+    raise UpgradeError(f"An upgrade of {cluster.name} to {running.to_version} is already {running.state}; "
+                       "resume or cancel it first.", field)
+
+
+@transaction.atomic
+def start_kubelet_args(cluster: Cluster, kubelet_args: dict, *, user=None, mode: str | None = None) -> Job:
+    """Roll ``services.kubelet.extra_args`` to every node: same batches, drain rules and node walk as an
+    upgrade, each batch's Upgrading step a Plan running Corral's node-config image. Returns the Job.
+
+    Needs the ``upgrade`` permission, like a version change: it restarts every kubelet.
+    """
+    from clusters import config, schema
+    from clusters.nodeops.plans import kubelet_arg_flags
+    from clusters.upgrades.runners import KubeletArgsRunner
+
+    field = "services.kubelet.extra_args"
+    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    access.require(user, "upgrade", cluster)
+    if cluster.kind not in UPGRADABLE:
+        raise UpgradeError(f"{cluster.name} is an imported cluster; its kubelets are configured outside Corral.", field)
+    try:
+        kubelet_arg_flags(kubelet_args)
+    except ValueError as exc:
+        raise UpgradeError(str(exc), field) from None
+    _refuse_if_busy(cluster, field)
+    document = config.current_document(cluster)
+    strategy = dict(document.get("upgrade_strategy") or schema.defaults()["upgrade_strategy"])
+    mode = _mode(mode, strategy, field)
+    return _queue_run(
+        cluster, KubeletArgsRunner.kind, user=user, mode=mode, strategy=strategy,
+        to_version=cluster.kubernetes_version, kind=Upgrade.Kind.KUBELET_ARGS,
+        params={"kubelet_args": dict(kubelet_args)},
+        state_reason=f"Rollout of kubelet arguments ({mode}) queued",
+        changes={field: [None, dict(kubelet_args)]},
+        message=f"roll kubelet arguments {dict(kubelet_args)} ({mode})",
+    )
 
 
 @transaction.atomic
@@ -142,8 +202,8 @@ def resume_upgrade(upgrade: Upgrade, *, user=None) -> Job:
         raise UpgradeError(str(exc)) from None
     Upgrade.objects.filter(pk=upgrade.pk).update(state=Upgrade.State.RUNNING, reason="", finished_at=None)
     Cluster.objects.filter(pk=upgrade.cluster_id).update(
-        state=Cluster.State.UPGRADING, state_reason=f"Upgrade to {upgrade.to_version} resuming")
-    audit.record("resume", upgrade.cluster, user=user, message=f"resume upgrade to {upgrade.to_version}")
+        state=Cluster.State.UPGRADING, state_reason=f"{upgrade} resuming")
+    audit.record("resume", upgrade.cluster, user=user, message=f"resume {upgrade}")
     return job
 
 
@@ -170,11 +230,12 @@ def cancel_upgrade(upgrade: Upgrade, *, user=None) -> Upgrade:
         return upgrade  # the runner stops at its next look and records the outcome
     done = upgrade.nodes.filter(state="active").count()
     total = upgrade.nodes.count()
-    reason = f"cancelled on request; {done} of {total} nodes were upgraded to {upgrade.to_version}"
+    reason = f"cancelled on request; {done} of {total} nodes were " + (
+        f"upgraded to {upgrade.to_version}" if upgrade.kind == Upgrade.Kind.KUBERNETES else "changed")
     Upgrade.objects.filter(pk=upgrade.pk).update(state=Upgrade.State.CANCELLED, reason=reason,
                                                  finished_at=timezone.now())
     Cluster.objects.filter(pk=upgrade.cluster_id).update(
-        state=Cluster.State.ACTIVE, state_reason=f"Upgrade to {upgrade.to_version} cancelled: {reason}")
+        state=Cluster.State.ACTIVE, state_reason=f"{upgrade} cancelled: {reason}")
     audit.record("cancel", upgrade.cluster, user=user, message=f"cancel upgrade to {upgrade.to_version}")
     jobs.enqueue(ReleaseRunner.kind, target=upgrade, cluster=upgrade.cluster, user=user,
                  params={"upgrade_id": upgrade.pk})

@@ -1,7 +1,8 @@
 """Draining a node the way ``kubectl drain`` does, one step at a time so a batch drains together.
 
 A step looks at the pods still on the node and evicts those that may go:
-mirror pods are left alone; DaemonSet pods are skipped with ``ignore_daemonsets`` (else the
+mirror pods and system-upgrade-controller's pods (label ``upgrade.cattle.io/controller``,
+which the node operation itself needs) are left alone; DaemonSet pods are skipped with ``ignore_daemonsets`` (else the
 drain stops); pods no controller manages need ``force``; pods with emptyDir volumes need
 ``delete_local_data``. Evictions go through the eviction API, so PodDisruptionBudgets hold:
 a 429 is retried (with a growing pause, up to 5 s) until the drain's ``timeout``.
@@ -13,9 +14,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusters.upgrades.nodes import ClusterApi
+from clusters.nodeops.api import ClusterApi
 
 RETRY_FIRST, RETRY_MAX = 0.25, 5.0
+SUC_LABEL = "upgrade.cattle.io/controller"
 
 
 class DrainError(Exception):
@@ -61,6 +63,8 @@ def classify(pods: list[dict[str, Any]], options: dict[str, Any]) -> tuple[list[
         meta = pod["metadata"]
         if (meta.get("annotations") or {}).get("kubernetes.io/config.mirror"):
             continue
+        if SUC_LABEL in (meta.get("labels") or {}):
+            continue  # system-upgrade-controller and its Jobs stay, as SUC's own drains leave them
         finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
         owner = _controller(pod)
         if owner is not None and owner.get("kind") == "DaemonSet" and not finished:

@@ -20,17 +20,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from clusters import kube
+from clusters.nodeops import ControllerMissing, Operation, plan_body
+from clusters.nodeops.plans import NAMESPACE
 from clusters.upgrades.engine import Engine
 from clusters.upgrades.planning import PlannedNode, is_cordoned, is_ready, kubelet_version, plan_k3s
 from clusters.upgrades.records import HOLDING, S
 from portal.jobs import JobFailed
 
-GROUP, VERSION, PLURAL = "upgrade.cattle.io", "v1", "plans"
-NAMESPACE = "system-upgrade"
 SERVER_PLAN, AGENT_PLAN = "k3s-server", "k3s-agent"
-IMAGE = "rancher/k3s-upgrade"
-SERVICE_ACCOUNT = "system-upgrade"
 MASTER_LABEL = "node-role.kubernetes.io/master"
 WALK = [S.PENDING, S.CORDONED, S.DRAINING, S.DRAINED, S.UPGRADING, S.UPGRADED, S.ACTIVE]
 
@@ -55,34 +52,24 @@ def plan_objects(target: str, strategy: dict[str, Any], mode: str, counts: dict[
     """The server and agent Plans for an upgrade to ``target``."""
     k3s = strategy.get("k3s") or {}
     drain_input = strategy.get("node_drain_input") or {}
+    op = Operation.kubernetes_version("k3s", target)
     out = []
     for name, role, operator in ((SERVER_PLAN, "server", "In"), (AGENT_PLAN, "agent", "DoesNotExist")):
         expression: dict[str, Any] = {"key": MASTER_LABEL, "operator": operator}
         if operator == "In":
             expression["values"] = ["true"]
-        spec: dict[str, Any] = {
-            "version": target,
-            "nodeSelector": {"matchExpressions": [expression]},
-            "serviceAccountName": SERVICE_ACCOUNT,
-            "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}],
-            "upgrade": {"image": IMAGE},
-        }
+        drain, cordon = None, None
         if mode == "parallel":
-            spec["concurrency"] = max(1, counts.get(role, 1))
+            concurrency = max(1, counts.get(role, 1))
         else:
-            spec["concurrency"] = int(k3s.get("server_concurrency" if role == "server" else "worker_concurrency") or 1)
+            concurrency = int(k3s.get("server_concurrency" if role == "server" else "worker_concurrency") or 1)
             if k3s.get("drain_server_nodes" if role == "server" else "drain_worker_nodes"):
-                spec["drain"] = drain_spec(drain_input)
+                drain = drain_spec(drain_input)
             else:
-                spec["cordon"] = True
-        if role == "agent":
-            spec["prepare"] = {"image": IMAGE, "args": ["prepare", SERVER_PLAN]}
-        out.append({
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Plan",
-            "metadata": {"name": name, "namespace": NAMESPACE,
-                         "labels": {"app.kubernetes.io/managed-by": "corral", **(labels or {})}},
-            "spec": spec,
-        })
+                cordon = True
+        prepare = {"image": op.image, "args": ["prepare", SERVER_PLAN]} if role == "agent" else None
+        out.append(plan_body(name, op, selector={"matchExpressions": [expression]}, concurrency=concurrency,
+                             labels=labels, cordon=cordon, drain=drain, prepare=prepare))
     return out
 
 
@@ -108,12 +95,9 @@ class K3sEngine(Engine):
         for body in plan_objects(self.target, self.strategy, self.upgrade.mode, counts,
                                  {"corral.io/upgrade": str(self.upgrade.pk)}):
             try:
-                self.api.put_custom(GROUP, VERSION, NAMESPACE, PLURAL, body)
-            except kube.ClusterError as exc:
-                if exc.status == 404:
-                    raise JobFailed("system-upgrade-controller is not installed on this cluster (no upgrade.cattle.io/v1 "
-                                    f"Plans in namespace {NAMESPACE}); install it, then start the upgrade again") from None
-                raise
+                self.ops.put_plan(body)
+            except ControllerMissing as exc:
+                raise JobFailed(exc.reason) from None
             spec = body["spec"]
             how = "drain" if "drain" in spec else ("cordon" if spec.get("cordon") else "no cordon")
             self.rec.log(f"Plan {NAMESPACE}/{body['metadata']['name']}: version {spec['version']}, "
@@ -122,14 +106,14 @@ class K3sEngine(Engine):
 
     def delete_plans(self) -> None:
         for name in (SERVER_PLAN, AGENT_PLAN):
-            self.api.delete_custom(GROUP, VERSION, NAMESPACE, PLURAL, name)
+            self.ops.delete_plan(name)
         if self.plans_written:
             self.rec.log("Plans deleted: no further node starts")
         self.plans_written = False
 
     # ------------------------------------------------------------------ following the nodes
     def execute(self) -> None:
-        live = self.api.nodes()
+        live = self.live()
         for row in self.rows:
             if row.state == S.FAILED:
                 self.rec.move(row, S.PENDING, "retrying after resume")
@@ -138,11 +122,10 @@ class K3sEngine(Engine):
                 self.rec.move(row, S.ACTIVE, f"already runs {self.target}")
         self.write_plans()
         self.rec.flush()
-        started = time.monotonic()
         while True:
             done = sum(r.state == S.ACTIVE for r in self.rows)
             self.tick(f"{done} of {len(self.rows)} nodes on {self.target}")
-            live = self.api.nodes()
+            live = self.live()
             for row in self.rows:
                 self.follow(row, live.get(row.node_name))
             self.rec.flush()
@@ -153,7 +136,7 @@ class K3sEngine(Engine):
                     self.delete_plans()
                 if not any(r.state == S.UPGRADING for r in self.rows):
                     return
-            self.sleep(time.monotonic() - started)
+            self.wait_change()
 
     def observed(self, row, node: dict[str, Any]) -> str:
         ready, version = is_ready(node), kubelet_version(node)

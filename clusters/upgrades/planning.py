@@ -43,9 +43,13 @@ def node_labels(node: dict[str, Any]) -> dict[str, str]:
 
 
 def rke_role(node: dict[str, Any]) -> str:
+    """etcd, controlplane or worker; RKE2/k3s servers (``control-plane``/``master``) count as controlplane."""
     labels = node_labels(node)
     for role in ROLE_ORDER:
         if labels.get(f"node-role.kubernetes.io/{role}") in ("true", ""):
+            return role
+        if role == "controlplane" and any(labels.get(f"node-role.kubernetes.io/{alias}") in ("true", "")
+                                          for alias in ("control-plane", "master")):
             return role
     return "worker"
 

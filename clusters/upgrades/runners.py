@@ -8,11 +8,12 @@ from portal.jobs.control import JobStateError
 
 
 def engine_for(upgrade: Upgrade, reporter=None, job_id=None):
+    """k3s version upgrades use the server/agent Plans; everything else walks Corral's batches."""
     from clusters.upgrades.k3s import K3sEngine
     from clusters.upgrades.rke import RkeEngine
 
-    engine = K3sEngine if upgrade.cluster.kind == "k3s" else RkeEngine
-    return engine(upgrade, reporter, job_id)
+    k3s = upgrade.cluster.kind == "k3s" and upgrade.kind == Upgrade.Kind.KUBERNETES
+    return (K3sEngine if k3s else RkeEngine)(upgrade, reporter, job_id)
 
 
 class UpgradeRunner(jobs.JobRunner):
@@ -60,8 +61,23 @@ class UpgradeRunner(jobs.JobRunner):
 
     @classmethod
     def on_lost(cls, job, reason: str) -> None:
-        Upgrade.objects.filter(pk=(job.params or {}).get("upgrade_id"), state=Upgrade.State.RUNNING).update(
-            state=Upgrade.State.PAUSED, reason=reason)
+        """The reaper found the worker dead: the upgrade is paused and its nodes given back (see lost.py)."""
+        from clusters.upgrades.lost import hand_back
+
+        upgrade_id = (job.params or {}).get("upgrade_id")
+        if not Upgrade.objects.filter(pk=upgrade_id, state=Upgrade.State.RUNNING).update(
+                state=Upgrade.State.PAUSED, reason=reason):
+            return
+        upgrade = Upgrade.objects.select_related("cluster").filter(pk=upgrade_id).first()
+        if upgrade is not None:
+            hand_back(upgrade, job.pk)
+
+
+class KubeletArgsRunner(UpgradeRunner):
+    """Rolls new kubelet arguments to a cluster's nodes, with the batches, drains and node walk of an upgrade."""
+
+    kind = "clusters.kubelet_args"
+    description = "Roll kubelet arguments to a cluster's nodes"
 
 
 class ReleaseRunner(jobs.JobRunner):
@@ -72,12 +88,13 @@ class ReleaseRunner(jobs.JobRunner):
     description = "Release the nodes of a cancelled upgrade"
 
     def run(self) -> dict:
-        from clusters.upgrades.nodes import ClusterApi
+        from clusters.nodeops import ClusterApi, NodeOps
 
         upgrade = Upgrade.objects.select_related("cluster").get(pk=self.params["upgrade_id"])
         engine = engine_for(upgrade, reporter=self, job_id=self.job.pk)
         engine.rows = list(upgrade.nodes.order_by("batch", "node_name"))
         engine.api = ClusterApi(upgrade.cluster.kubeconfig, insecure_tls=upgrade.cluster.insecure_tls)
+        engine.ops = NodeOps(engine.api, log=engine.rec.log)
         try:
             engine.release()
         except (kube.ClusterError, kube.KubeconfigError) as exc:
@@ -87,8 +104,8 @@ class ReleaseRunner(jobs.JobRunner):
             engine.api.close()
         engine.refresh_inventory()
         held = [r.node_name for r in engine.rows if r.state not in ("pending", "active")]
-        self.log(f"Released the nodes of the cancelled upgrade to {upgrade.to_version}")
+        self.log(f"Released the nodes of the cancelled {upgrade}")
         return {"upgrade": upgrade.pk, "nodes_not_upgraded": held}
 
 
-RUNNERS = (UpgradeRunner, ReleaseRunner)
+RUNNERS = (UpgradeRunner, KubeletArgsRunner, ReleaseRunner)

@@ -39,7 +39,7 @@ class ControllerManager:
             disruption.pdb_status,
             scheduler.schedule,
             self.kubelets.sync_pods,
-            upgrades.node_agent,
+            upgrades.host_pods,
             upgrades.system_upgrade_controller,
             workloads.endpoints,
         ]

@@ -11,7 +11,7 @@ from portal import jobs
 from portal.api.errors import conflict
 from portal.api.serializers import PortalSerializer
 from portal.api.viewsets import PortalReadOnlyViewSet
-from portal.jobs.control import JobStateError
+from portal.jobs.control import JobStateError, is_resumable
 from portal.maintenance import DiagnoseRunner
 from portal.models import Job, JobLogLine
 
@@ -36,6 +36,15 @@ class JobSerializer(PortalSerializer):
             "finished_at", "heartbeat_at", "worker", "attempts", "cancel_requested", "capabilities",
         ]
         read_only_fields = fields
+
+    def get_capabilities(self, obj: Job) -> dict[str, bool]:
+        """Permission and state together: ``resume`` is offered exactly when POST .../resume/ would work."""
+        caps = super().get_capabilities(obj)
+        if "cancel" in caps:
+            caps["cancel"] = caps["cancel"] and not obj.is_finished
+        if "resume" in caps:
+            caps["resume"] = caps["resume"] and is_resumable(obj)
+        return caps
 
     def get_target_type(self, obj: Job) -> str | None:
         return obj.target_type.model if obj.target_type_id else None

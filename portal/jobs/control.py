@@ -54,22 +54,36 @@ def _drop_rq_job(job: Job) -> None:
 
 
 def is_resumable(job: Job) -> bool:
+    """Paused, failed with a resumable runner, or running with a stale heartbeat (its worker is gone).
+
+    The API's ``capabilities.resume`` and the admin's Resume button use this, and :func:`resume`
+    refuses exactly what it refuses, so whatever is offered works.
+    """
+    from portal.jobs.reaper import heartbeat_is_stale
+
     if job.status == Job.Status.PAUSED:
         return True
     try:
-        return job.status == Job.Status.FAILED and get_runner(job.kind).resumable
+        resumable = get_runner(job.kind).resumable
     except LookupError:
         return False
+    if job.status == Job.Status.FAILED:
+        return resumable
+    return resumable and heartbeat_is_stale(job)
 
 
 def resume(job: Job, user=None) -> Job:
     """Queue a paused job (or a failed resumable one) again; its runner continues from stored state."""
     from portal.jobs.queueing import push
+    from portal.jobs.reaper import mark_lost
 
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         if not is_resumable(job):
             raise JobStateError(f"a {job.status} {job.kind} job cannot be resumed")
+        if job.status == Job.Status.RUNNING:  # its worker went silent: do now what the reaper would do next
+            mark_lost(job)
+            job.refresh_from_db()
         job.status = Job.Status.QUEUED
         job.cancel_requested = False
         job.finished_at = None

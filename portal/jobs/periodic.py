@@ -1,4 +1,4 @@
-"""Periodic work declared once; RQ's cron scheduler (``manage.py rqcron portal.cron``) runs it."""
+"""Periodic work declared once; the job scheduler (``manage.py scheduler portal.cron``) enqueues it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -14,7 +14,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from portal.crypto import redact
-from portal.jobs.runner import JobCancelled, JobFailed, JobPaused, get_runner
+from portal.jobs.runner import JobCancelled, JobFailed, JobPaused, JobSuperseded, get_runner
 from portal.models import Job, JobLogLine
 
 logger = logging.getLogger("corral.jobs")
@@ -76,25 +76,51 @@ def push(job: Job) -> bool:
 
 
 class _Heartbeat(threading.Thread):
-    """Marks the job alive while it runs; silence tells the reaper the worker is gone."""
+    """Marks the job alive while it runs; silence tells the reaper the worker is gone.
 
-    def __init__(self, job_id):
+    A database error in one beat (a restarted server, a dropped connection) is logged and the
+    broken connection closed, so the next beat reconnects: one bad beat must not make a healthy
+    job look lost. Only this attempt's row is touched, so a stale run never refreshes a newer one.
+    """
+
+    def __init__(self, job_id, attempts: int | None = None):
         super().__init__(name=f"job-heartbeat-{job_id}", daemon=True)
         self.job_id = job_id
+        self.attempts = attempts
         self.stopped = threading.Event()
+        self.failures = 0
+
+    def beat(self) -> int:
+        """Write one heartbeat; the number of rows updated (0 once the job left ``running``)."""
+        rows = Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING)
+        if self.attempts is not None:
+            rows = rows.filter(attempts=self.attempts)
+        return rows.update(heartbeat_at=timezone.now())
 
     def run(self) -> None:
         try:
             while not self.stopped.wait(settings.JOB_HEARTBEAT_SECONDS):
-                Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
-        except Exception:  # noqa: BLE001
-            logger.exception("job heartbeat stopped")
+                try:
+                    self.beat()
+                except Exception as exc:  # noqa: BLE001 - retry at the next beat on a fresh connection
+                    self.failures += 1
+                    logger.warning("job %s heartbeat failed (%s); retrying at the next beat", self.job_id,
+                                   str(exc).strip()[:300])
+                    _close_connection()
         finally:
-            connection.close()
+            _close_connection()
 
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=5)
+
+
+def _close_connection() -> None:
+    """Close this thread's database connection, even a broken one."""
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001 - closing a dead connection may fail; it is gone either way
+        pass
 
 
 def _worker_name() -> str:
@@ -139,7 +165,8 @@ def _finish(job: Job, status: str, *, error: str = "", result: Any = None) -> No
         fields["finished_at"] = timezone.now()
     if status == Job.Status.SUCCEEDED:
         fields.update(progress=100, result=result)
-    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(**fields)
+    # Only this attempt: a run the reaper gave up on must not overwrite the attempt that resumed it.
+    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts).update(**fields)
     if not updated:
         logger.warning("job %s changed state while running; keeping that state", job.pk)
     JobLogLine.objects.create(
@@ -157,13 +184,15 @@ def execute(job_id: str) -> str:
     if job is None:
         return "skipped"
     runner = get_runner(job.kind)(job)
-    heartbeat = _Heartbeat(job.pk) if settings.JOB_HEARTBEAT_SECONDS > 0 else None
+    heartbeat = _Heartbeat(job.pk, job.attempts) if settings.JOB_HEARTBEAT_SECONDS > 0 else None
     if heartbeat:
         heartbeat.start()
     try:
         if job.attempts > 1:
             runner.log(f"Resuming (attempt {job.attempts})")
         result = runner.run()
+    except JobSuperseded as exc:  # the row belongs to someone else now (reaper, newer attempt): leave it be
+        logger.warning("job %s attempt %s stopped: %s", job.pk, job.attempts, exc)
     except JobCancelled as exc:
         _finish(job, Job.Status.CANCELLED, error=str(exc))
     except JobPaused as exc:

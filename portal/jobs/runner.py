@@ -24,6 +24,12 @@ class JobCancelled(Exception):
     """Raised at a checkpoint after someone asked to cancel the job."""
 
 
+class JobSuperseded(JobPaused):
+    """Raised at a checkpoint when the job row is no longer this run's: no longer running (the reaper
+    paused it, someone cancelled it outright) or claimed again by another attempt. The run must stop
+    at once without touching anything; whoever owns the row now decides what happens."""
+
+
 class Reporter(Protocol):
     """What service functions get so they can report progress whether or not a job runs them."""
 
@@ -106,7 +112,15 @@ class JobRunner:
         self.checkpoint()
 
     def checkpoint(self) -> None:
-        if Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+        """Stop if cancellation was asked for, or if this run no longer owns its job row."""
+        row = Job.objects.filter(pk=self.job.pk).values("status", "attempts", "cancel_requested").first()
+        if row is None:
+            raise JobSuperseded("the job row was deleted")
+        if self.job.status == Job.Status.RUNNING and (
+                row["status"] != Job.Status.RUNNING or row["attempts"] != self.job.attempts):
+            raise JobSuperseded(f"the job is now {row['status']} (attempt {row['attempts']}); this run "
+                                f"(attempt {self.job.attempts}) no longer owns it")
+        if row["cancel_requested"]:
             raise JobCancelled("cancelled on request")
 
 

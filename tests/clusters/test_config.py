@@ -61,7 +61,8 @@ def test_invalid_document_names_field_and_line_and_saves_nothing(cluster, admin_
 def test_api_reads_and_writes_yaml_and_json(cluster, admin_api):
     response = admin_api.put(f"/v3/clusters/{cluster.pk}/config/", GOOD.encode(), content_type="application/yaml")
     assert response.status_code == 200, response.content
-    assert response.json()["version"] == 2 and response.json()["upgrade_job"] is None
+    # New kubelet arguments (max-pods 250) are rolled to the nodes by a job of their own.
+    assert response.json()["version"] == 2 and response.json()["upgrade_job"]["kind"] == "clusters.kubelet_args"
     as_yaml = admin_api.get(f"/v3/clusters/{cluster.pk}/config/", HTTP_ACCEPT="application/yaml")
     assert as_yaml["Content-Type"].startswith("application/yaml")
     assert as_yaml.content.decode() == GOOD
@@ -103,3 +104,21 @@ def test_admin_edit_as_yaml_shows_errors_and_history(cluster, client, admin_user
     good = client.post(url, {"yaml": GOOD, "comment": "more pods"})
     assert good.status_code == 302
     assert cluster.config.document["services"]["kubelet"]["extra_args"]["max-pods"] == "250"
+
+
+def test_an_unchanged_config_is_no_new_version(cluster, admin_api):
+    before = ClusterConfigVersion.objects.filter(cluster=cluster).count()
+    current = admin_api.get(f"/v3/clusters/{cluster.pk}/config/").json()
+    again = admin_api.put(f"/v3/clusters/{cluster.pk}/config/", {"document": current["document"]}, format="json")
+    assert again.status_code == 200
+    assert again.json()["version"] == current["version"] and again.json()["upgrade_job"] is None
+    assert ClusterConfigVersion.objects.filter(cluster=cluster).count() == before
+
+
+def test_a_browser_posted_config_is_stored_with_unix_line_endings(cluster, client, admin_user):
+    client.force_login(admin_user)
+    text = GOOD.replace("max-pods: \"250\"", "max-pods: \"110\"").replace("\n", "\r\n")
+    response = client.post(f"/admin/clusters/cluster/{cluster.pk}/config/", {"yaml": text, "comment": ""})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    latest = Cluster.objects.get(pk=cluster.pk).config
+    assert "\r" not in latest.source and latest.source.startswith("kubernetes_version: v1.15.11\n")

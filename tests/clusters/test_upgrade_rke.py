@@ -93,12 +93,12 @@ def test_node_that_fails_its_upgrade_pauses_and_resume_finishes(rk, admin_user, 
     assert job.status == Job.Status.PAUSED
     assert upgrade.state == Upgrade.State.PAUSED
     assert f"node {NAME}-worker-1 did not come back on v1.16.8" in upgrade.reason
-    assert "upgrade to v1.16.8 failed" in upgrade.reason  # the node agent's own words
+    assert "system-upgrade-controller job apply-corral-" in upgrade.reason  # what SUC's Job shows
     states = dict(upgrade.nodes.values_list("node_name", "state"))
     assert states == {f"{NAME}-etcd-1": "active", f"{NAME}-controlplane-1": "active",
                       f"{NAME}-worker-1": "failed", f"{NAME}-worker-2": "pending"}
     cluster.refresh_from_db()
-    assert cluster.state == Cluster.State.UPGRADING and "paused" in cluster.state_reason
+    assert cluster.state == Cluster.State.UPGRADE_PAUSED and "paused" in cluster.state_reason
     assert cordoned(sim) == []  # the failed node was uncordoned when the job stopped
     assert versions(sim)["worker-2"] == "v1.15.11"  # nothing started after the failure
 
@@ -129,7 +129,7 @@ def test_node_not_back_in_time_pauses_with_the_reason(rk, admin_user, run_jobs):
     upgrade = Upgrade.objects.get(job=job)
     assert upgrade.state == Upgrade.State.PAUSED
     assert f"node {NAME}-worker-1 was not back Ready on v1.16.8 within 1 s" in upgrade.reason
-    assert "never picked up the request" in upgrade.reason
+    assert "job apply-corral-" in upgrade.reason and "1 running" in upgrade.reason  # what SUC shows
     assert cordoned(sim) == []
 
     sim.set_node_up(NAME, f"{NAME}-worker-1", True)
@@ -331,3 +331,44 @@ def test_reaper_marks_the_upgrade_paused_when_its_worker_is_lost(rk, admin_user,
     assert reap_lost_jobs()["lost"] == 1
     upgrade = Upgrade.objects.get(job=job)
     assert upgrade.state == Upgrade.State.PAUSED and "stopped responding" in upgrade.reason
+
+
+def test_a_cancelled_upgrade_starts_again_with_the_same_version(rk, admin_user, admin_api, run_jobs):
+    sim, cluster = rk
+    sim.fail_node_upgrade(NAME, f"{NAME}-etcd-1")
+    job = start(cluster, admin_user)
+    run_jobs()
+    upgrades.cancel_upgrade(Upgrade.objects.get(job=job), user=admin_user)
+    run_jobs()
+    sim.fail_node_upgrade(NAME, f"{NAME}-etcd-1", False)
+    versions_before = cluster.config_versions.count()
+    response = admin_api.post(f"/v3/clusters/{cluster.pk}/upgrade/", {"kubernetes_version": "v1.16.8"}, format="json")
+    assert response.status_code == 202, response.content
+    assert cluster.config_versions.count() == versions_before  # the config already asked for it
+    assert Upgrade.objects.filter(cluster=cluster, state="running").count() == 1
+
+
+def test_a_run_that_no_longer_owns_its_job_stops_without_touching_anything(rk, admin_user, run_jobs, monkeypatch):
+    from portal.jobs.runner import JobSuperseded
+
+    sim, cluster = rk
+    job = start(cluster, admin_user)
+    original = Engine.tick
+    seen = []
+
+    def tick(self, message):
+        if any(r.state == "upgrading" for r in self.rows) and not seen:
+            seen.append(True)  # another attempt claimed the row meanwhile
+            Job.objects.filter(pk=job.pk).update(attempts=7)
+        try:
+            original(self, message)
+        except JobSuperseded:
+            seen.append("superseded")
+            raise
+
+    monkeypatch.setattr(Engine, "tick", tick)
+    run_jobs()
+    assert "superseded" in seen
+    job.refresh_from_db()
+    assert job.status == Job.Status.RUNNING and job.attempts == 7  # left to the attempt that owns it
+    assert Upgrade.objects.get(job=job).state == Upgrade.State.RUNNING

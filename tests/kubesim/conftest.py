@@ -17,7 +17,7 @@ KUBECTL_VERSIONS = ("1.27", "1.33")  # the oldest and newest kubectl the SDK shi
 
 # Fast timings: a whole upgrade or rollout takes well under a second.
 FAST = {"pod_start": 0.05, "pod_stop": 0.05, "job_run": 0.1, "heartbeat": 0.2, "node_status": 2,
-        "node_grace": 1.0, "eviction_timeout": 1.0, "upgrade_down": 0.3}
+        "node_grace": 1.0, "eviction_timeout": 1.0, "upgrade_down": 0.3, "kubelet_restart": 0.1}
 
 SMALL_FLEET: dict[str, Any] = {
     "defaults": {"timings": FAST},
@@ -25,7 +25,9 @@ SMALL_FLEET: dict[str, Any] = {
         {"name": "rke1", "kind": "rke", "version": "v1.15.11",
          "nodes": {"etcd": 1, "controlplane": 1, "worker": 3},
          "workloads": [{"deployment": {"name": "web", "replicas": 3, "image": "nginx:1.17.9"},
-                        "pdb": {"name": "web", "minAvailable": 2}}]},
+                        "pdb": {"name": "web", "minAvailable": 2}},
+                       {"daemonset": {"name": "node-exporter", "namespace": "kube-system", "image": "prom/node-exporter",
+                                      "tolerate_all": True}}]},
         {"name": "k3s1", "kind": "k3s", "version": "v1.17.4+k3s1", "nodes": {"server": 1, "agent": 2}},
         {"name": "new1", "kind": "imported", "version": "v1.27.3", "nodes": {"controlplane": 1, "worker": 2}},
     ],

@@ -247,7 +247,7 @@ def test_custom_objects_api_on_plans(fleet: Fleet, kube_client: Any) -> None:
     got = wait_until(lambda: (co.get_namespaced_custom_object("upgrade.cattle.io", "v1", "system-upgrade", "plans", "noop")
                               .get("status") or {}).get("latestHash") and
                      co.get_namespaced_custom_object("upgrade.cattle.io", "v1", "system-upgrade", "plans", "noop"))
-    assert got["status"]["latestVersion"] == "v1.17.4+k3s1"
+    assert got["status"]["latestVersion"] == "v1.17.4-k3s1"  # SUC replaces + with -
     conds = {c["type"]: c["status"] for c in got["status"]["conditions"]}
     assert conds["LatestResolved"] == "True" and conds["Complete"] == "True"
     listed = co.list_namespaced_custom_object("upgrade.cattle.io", "v1", "system-upgrade", "plans")

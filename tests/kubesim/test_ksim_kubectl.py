@@ -96,12 +96,12 @@ def test_cordon_drain_uncordon(fleet: Fleet, kubectl_binary: str, tmp_path: Path
     assert "Ready,SchedulingDisabled" in k.out("get", "node", node)
     out = k.run("drain", node, "--ignore-daemonsets", "--timeout=60s")
     assert "drained" in out.stdout
-    evicted = [line.split("/", 1)[1] for line in before.split() if "corral-node-agent" not in line]
+    evicted = [line.split("/", 1)[1] for line in before.split() if "node-exporter" not in line]
     assert evicted and all(f"pod/{name} evicted" in out.stdout + out.stderr for name in evicted)
     remaining = k.out("get", "pods", "-A", "--field-selector", f"spec.nodeName={node}", "-o", "name")
     assert not any(name in remaining for name in evicted)
     if cluster == "rke1":
-        assert "corral-node-agent" in remaining  # DaemonSet pods stay
+        assert "node-exporter" in remaining  # DaemonSet pods stay
         c = fleet.cluster("rke1")
         wait_until(lambda: (c.store.get("deployments.apps", "default", "web") or {}).get("status", {}).get("readyReplicas") == 3)
     assert "uncordoned" in k.out("uncordon", node)
@@ -152,7 +152,7 @@ def test_get_custom_resource(fleet: Fleet, kubectl_binary: str, tmp_path: Path) 
     got = yaml.safe_load(k.out("get", "plan", "server-plan", "-n", "system-upgrade", "-o", "yaml"))
     assert got["spec"]["version"] == "v1.17.4+k3s1"
     wait_until(lambda: yaml.safe_load(k.out("get", "plan", "server-plan", "-n", "system-upgrade", "-o", "yaml"))
-               .get("status", {}).get("latestVersion") == "v1.17.4+k3s1")
+               .get("status", {}).get("latestVersion") == "v1.17.4-k3s1")  # SUC replaces + with -
 
 
 def test_custom_resource_definition_roundtrip(fleet: Fleet, kubectl_binary: str, tmp_path: Path) -> None:

@@ -64,3 +64,13 @@ def test_cluster_page_shows_nodes_and_projects_to_a_cluster_owner_who_is_not_sup
     page = client.get(f"/admin/clusters/cluster/{a.cluster.pk}/change/").content.decode()
     assert "pa-worker-1" in page and "pa-project" in page
     assert "pb-worker-1" not in page and "pb-project" not in page
+
+
+def test_job_page_shows_status_only_in_the_live_block(client, admin_user):
+    """The static fields used to say "Queued" under a live badge saying "running"."""
+    job = Job.objects.create(kind="portal.diagnose", created_by=admin_user, status="queued")
+    client.force_login(admin_user)
+    page = client.get(f"/admin/portal/job/{job.pk}/change/").content.decode()
+    assert 'id="job-status"' in page
+    assert "field-status" not in page and "field-progress_message" not in page
+    assert page.count(">Queued<") == 1

@@ -51,3 +51,42 @@ def test_readyz_is_503_without_a_worker(client, clean_queues):
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "no worker seen" in response.json()["checks"]["workers"]["error"]
+
+
+@pytest.mark.slow
+def test_readyz_is_503_when_the_only_worker_died_though_redis_still_lists_it(client, rq_worker):
+    import django_rq
+    from rq import Worker
+
+    assert client.get("/readyz").status_code == 200
+    rq_worker.kill()  # SIGKILL: no death is registered, the worker stays listed
+    conn = django_rq.get_connection("default")
+    assert rq_worker.name in [w.name for w in Worker.all(connection=conn)]
+    with override_settings(WORKER_SEEN_SECONDS=1):
+        import time
+
+        time.sleep(1.5)
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "no worker seen" in response.json()["checks"]["workers"]["error"]
+
+
+def test_readyz_counts_a_worker_that_reconnected_after_redis_lost_its_registry(client, clean_queues):
+    """After a Redis restart a worker's heartbeat comes back before (or without) its registration."""
+    import django_rq
+    from rq import Worker
+    from rq.utils import now, utcformat
+
+    conn = django_rq.get_connection("default")
+    for worker in Worker.all(connection=conn):
+        worker.register_death()
+    key = "rq:worker:reconnected-test-worker"
+    conn.hset(key, "last_heartbeat", utcformat(now()))
+    conn.expire(key, 60)
+    try:
+        assert Worker.all(connection=conn) == []  # RQ's own list does not know it
+        response = client.get("/readyz")
+        assert response.status_code == 200, response.json()
+        assert [w["name"] for w in response.json()["checks"]["workers"]["workers"]] == ["reconnected-test-worker"]
+    finally:
+        conn.delete(key)

@@ -361,9 +361,10 @@ def cluster_inline_project_delete(b: Browsers) -> Outcome:
 
 
 def _config_yaml(w: World, version: str) -> str:
+    """The config in force with another version, or (same version) drain turned on."""
     doc = dict(cluster_config.current_document(w.a.cluster))
     doc["kubernetes_version"] = version
-    doc["services"] = {"kubelet": {"extra_args": {"max-pods": "250"}}}
+    doc["upgrade_strategy"] = {**doc.get("upgrade_strategy", {}), "drain": True}
     return schema.to_yaml(doc)
 
 

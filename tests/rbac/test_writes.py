@@ -71,12 +71,16 @@ def cluster_delete(w: World, c: APIClient) -> Outcome:
     return Outcome(w.may("cluster.delete", w.a.cluster), r, not Cluster.objects.filter(pk=w.a.cluster.pk).exists())
 
 
-def _config(w: World, version: str) -> dict:
+def _config(w: World, version: str, *, kubelet: bool = False) -> dict:
+    """The config in force with another version, or new kubelet arguments, or (neither) drain turned on."""
     from clusters import config as cluster_config
 
     doc = dict(cluster_config.current_document(w.a.cluster))
     doc["kubernetes_version"] = version
-    doc["services"] = {"kubelet": {"extra_args": {"max-pods": "250"}}}
+    if kubelet:
+        doc["services"] = {"kubelet": {"extra_args": {"max-pods": "250"}}}
+    else:
+        doc["upgrade_strategy"] = {**doc.get("upgrade_strategy", {}), "drain": True}
     return {"document": doc}
 
 
@@ -86,6 +90,16 @@ def cluster_config_put(w: World, c: APIClient) -> Outcome:
     r = c.put(f"/v3/clusters/{w.a.cluster.pk}/config/", _config(w, "v1.15.11"), format="json")
     changed = ClusterConfigVersion.objects.filter(cluster=w.a.cluster).count() != before
     return Outcome(w.may("cluster.change", w.a.cluster), r, changed)
+
+
+@case("clusters.put_config+kubelet")
+def cluster_config_put_kubelet(w: World, c: APIClient) -> Outcome:
+    """New kubelet arguments are rolled to the nodes (kubelets restart): ``cluster.upgrade`` too."""
+    before = ClusterConfigVersion.objects.filter(cluster=w.a.cluster).count()
+    r = c.put(f"/v3/clusters/{w.a.cluster.pk}/config/", _config(w, "v1.15.11", kubelet=True), format="json")
+    changed = ClusterConfigVersion.objects.filter(cluster=w.a.cluster).count() != before
+    expected = w.may("cluster.change", w.a.cluster) and w.may("cluster.upgrade", w.a.cluster)
+    return Outcome(expected, r, changed)
 
 
 @case("clusters.put_config+upgrade")

@@ -1,11 +1,14 @@
-"""What an upgrade asks of a cluster's API: nodes, the node agent's annotations, pods and evictions.
+"""What node operations ask of a cluster's API: nodes, pods and evictions, Plans, Jobs, any object by path.
 
-Every call goes through the official client; failures come back as ``kube.ClusterError``
-with the reason in words.
+Every call goes through the official client (typed APIs where they exist, ``ApiClient.call_api`` for
+objects the client has no class for, such as a v1beta1 CRD); failures come back as
+``kube.ClusterError`` with the reason in words. Calls are counted so tests and benchmarks can tell
+how hard an operation leans on the API server.
 """
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from kubernetes import client as k8s
@@ -13,50 +16,35 @@ from kubernetes.client.rest import ApiException
 
 from clusters import kube
 
-AGENT = "nodeagent.corral.io/"
-DESIRED = AGENT + "desired-version"
-AGENT_STATE = AGENT + "state"
-OBSERVED = AGENT + "observed-version"
-AGENT_MESSAGE = AGENT + "message"
-CORDONED_BY = "upgrade.corral.io/cordoned-by"  # which upgrade cordoned the node (removed on uncordon)
+CORDONED_BY = "upgrade.corral.io/cordoned-by"  # which operation cordoned the node (removed on uncordon)
 MERGE = "application/merge-patch+json"
 TIMEOUT = (kube.CONNECT_TIMEOUT, kube.READ_TIMEOUT)
 
 
-def annotations(node: dict[str, Any]) -> dict[str, str]:
-    return (node.get("metadata") or {}).get("annotations") or {}
-
-
-def agent_failed(node: dict[str, Any], version: str) -> str:
-    """The node agent's failure message for ``version``, or "" if it has not failed on it."""
-    ann = annotations(node)
-    if ann.get(AGENT_STATE) == "Failed" and ann.get(OBSERVED) == version:
-        return ann.get(AGENT_MESSAGE) or "the node agent reports the upgrade failed"
-    return ""
-
-
-def ready_condition(node: dict[str, Any]) -> dict[str, Any]:
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond
-    return {}
-
-
 class ClusterApi:
-    """A thin layer over CoreV1Api and CustomObjectsApi that speaks raw JSON (fast for big node lists)."""
+    """A thin layer over the client that speaks raw JSON (fast for big node lists)."""
 
     def __init__(self, kubeconfig: str, *, insecure_tls: bool = False):
         self.api = kube.api_client(kubeconfig, allow_insecure=insecure_tls)
         self.core = k8s.CoreV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
+        self.batch = k8s.BatchV1Api(self.api)
         self.server = self.api.configuration.host
+        self.requests = 0  # API requests sent, watches counted once each
+        self._count_lock = threading.Lock()
 
     def close(self) -> None:
         self.api.close()
 
+    def count(self) -> None:
+        with self._count_lock:
+            self.requests += 1
+
     def _call(self, fn, *args, **kwargs):
+        self.count()
+        kwargs.setdefault("_request_timeout", TIMEOUT)
         try:
-            return fn(*args, _request_timeout=TIMEOUT, **kwargs)
+            return fn(*args, **kwargs)
         except ApiException:
             raise
         except Exception as exc:  # noqa: BLE001 - network trouble becomes a reason in words
@@ -69,9 +57,41 @@ class ClusterApi:
             raise kube.explain(exc, self.server) from None
         return json.loads(response.data or b"{}")
 
+    def request(self, method: str, path: str, body: Any = None, *, query: dict[str, Any] | None = None,
+                content_type: str = "application/json") -> dict[str, Any]:
+        """Any API path (``/apis/apps/v1/namespaces/x/deployments``) through the client's own transport."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method, url, headers, body, post = self.api.param_serialize(
+            method, path, query_params=list((query or {}).items()), header_params=headers, body=body,
+            auth_settings=["BearerToken"])
+        try:
+            response = self._call(self.api.call_api, method, url, header_params=headers, body=body, post_params=post)
+            data = response.read()
+            if response.status >= 400:
+                raise ApiException(status=response.status, reason=response.reason,
+                                   body=(data or b"").decode("utf-8", "replace"))
+        except ApiException as exc:
+            raise kube.explain(exc, self.server) from None
+        return json.loads(data or b"{}")
+
+    def exists(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``, or None when the server answers 404."""
+        try:
+            return self.request("GET", path)
+        except kube.ClusterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     # ------------------------------------------------------------------ nodes
     def nodes(self) -> dict[str, dict[str, Any]]:
         return {n["metadata"]["name"]: n for n in self._raw(self.core.list_node).get("items") or []}
+
+    def list_nodes(self) -> dict[str, Any]:
+        """The raw NodeList (items and the list's resourceVersion, where a watch resumes)."""
+        return self._raw(self.core.list_node)
 
     def patch_node(self, name: str, patch: dict[str, Any]) -> None:
         try:
@@ -82,23 +102,11 @@ class ClusterApi:
             raise kube.explain(exc, self.server) from None
 
     def cordon(self, name: str, by: str = "") -> None:
-        """Cordon a node, noting which upgrade did it (so a resumed run knows the cordon is its own)."""
+        """Cordon a node, noting which operation did it (so a resumed run knows the cordon is its own)."""
         self.patch_node(name, {"spec": {"unschedulable": True}, "metadata": {"annotations": {CORDONED_BY: by or None}}})
 
     def uncordon(self, name: str) -> None:
         self.patch_node(name, {"spec": {"unschedulable": None}, "metadata": {"annotations": {CORDONED_BY: None}}})
-
-    def request_version(self, name: str, version: str, *, retry: bool = False, cordon_by: str = "") -> None:
-        """Ask the node agent for ``version`` (cordoning the node in the same request when ``cordon_by``
-        names the upgrade); ``retry`` clears a Failed state so the agent tries again."""
-        ann: dict[str, Any] = {DESIRED: version}
-        if retry:
-            ann[AGENT_STATE] = None
-        patch: dict[str, Any] = {"metadata": {"annotations": ann}}
-        if cordon_by:
-            patch["spec"] = {"unschedulable": True}
-            ann[CORDONED_BY] = cordon_by
-        self.patch_node(name, patch)
 
     # ------------------------------------------------------------------ pods and evictions
     def pods_on(self, node: str) -> list[dict[str, Any]]:
@@ -121,6 +129,18 @@ class ClusterApi:
             raise kube.explain(exc, self.server) from None
         return ""
 
+    # ------------------------------------------------------------------ jobs
+    def jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self._raw(self.batch.list_namespaced_job, namespace, label_selector=selector).get("items") or []
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self._call(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background",
+                       _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise kube.explain(exc, self.server) from None
+
     # ------------------------------------------------------------------ custom objects (Plans)
     def get_custom(self, group: str, version: str, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         try:
@@ -133,13 +153,26 @@ class ClusterApi:
     def list_custom(self, group: str, version: str, namespace: str, plural: str, **kw) -> list[dict[str, Any]]:
         return self._raw(self.custom.list_namespaced_custom_object, group, version, namespace, plural, **kw).get("items") or []
 
+    def create_custom(self, group: str, version: str, namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._raw(self.custom.create_namespaced_custom_object, group, version, namespace, plural, body)
+
+    def patch_custom(self, group: str, version: str, namespace: str, plural: str, name: str,
+                     patch: dict[str, Any]) -> dict[str, Any]:
+        return self._raw(self.custom.patch_namespaced_custom_object, group, version, namespace, plural, name, patch,
+                         _content_type=MERGE)
+
     def put_custom(self, group: str, version: str, namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Create the object, or replace the spec of the one that is there."""
+        """Create the object, or replace the one that is there (keeping its status)."""
+        try:
+            return self.create_custom(group, version, namespace, plural, body)
+        except kube.ClusterError as exc:
+            if exc.status != 409:
+                raise
         name = body["metadata"]["name"]
-        existing = self.get_custom(group, version, namespace, plural, name)
-        if existing is None:
-            return self._raw(self.custom.create_namespaced_custom_object, group, version, namespace, plural, body)
-        body = {**body, "metadata": {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}}
+        existing = self.get_custom(group, version, namespace, plural, name) or {"metadata": {}}
+        body = {**body, "metadata": {**body["metadata"], "resourceVersion": existing["metadata"].get("resourceVersion")}}
+        if "status" in existing:
+            body["status"] = existing["status"]
         return self._raw(self.custom.replace_namespaced_custom_object, group, version, namespace, plural, name, body)
 
     def delete_custom(self, group: str, version: str, namespace: str, plural: str, name: str) -> None:
