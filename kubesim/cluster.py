@@ -16,7 +16,8 @@ from .resources import ResourceType, crd_resource_type, parse_version
 from .store import Store
 from .util import dig, new_uid, now_iso
 
-QUIET_KEYS = {"leases.coordination.k8s.io", "events", "configmaps", "secrets", "endpoints"}
+# Writes that wake no controller. Secrets and ConfigMaps do: SUC re-hashes a Plan when a Secret it names changes.
+QUIET_KEYS = {"leases.coordination.k8s.io", "events", "endpoints"}
 
 
 @dataclass(frozen=True)
