@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# Reading a node's JSON belongs to the node-operations layer; the engines import these from here too.
+from clusters.nodeops.plans import is_ready, kubelet_version, node_labels  # noqa: F401
+
 ROLE_ORDER = ("etcd", "controlplane", "worker")
 K3S_ROLE_ORDER = ("server", "agent")
 
@@ -38,10 +41,6 @@ def chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def node_labels(node: dict[str, Any]) -> dict[str, str]:
-    return (node.get("metadata") or {}).get("labels") or {}
-
-
 def rke_role(node: dict[str, Any]) -> str:
     """etcd, controlplane or worker; RKE2/k3s servers (``control-plane``/``master``) count as controlplane."""
     labels = node_labels(node)
@@ -59,15 +58,6 @@ def k3s_role(node: dict[str, Any]) -> str:
     is_server = labels.get("node-role.kubernetes.io/master") == "true" or \
         labels.get("node-role.kubernetes.io/control-plane") == "true"
     return "server" if is_server else "agent"
-
-
-def kubelet_version(node: dict[str, Any]) -> str:
-    return ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
-
-
-def is_ready(node: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (node.get("status") or {}).get("conditions") or [])
 
 
 def is_cordoned(node: dict[str, Any]) -> bool:

@@ -53,6 +53,9 @@ class PortalViewSetMixin:
     def check_write(self, action: str, instance, *, before=None, related: dict | None = None) -> None:
         access.check_write(self.request.user, action, instance, before=before, related=related)
 
+    #: False where the service that creates the object writes its own audit row (cluster imports).
+    audit_create = True
+
     def perform_create(self, serializer):
         extra = self.extra_create_fields()
         related = self._m2m(serializer.Meta.model, serializer.validated_data)
@@ -60,7 +63,8 @@ class PortalViewSetMixin:
             self.check_write("add", self._as_saved(serializer, extra), related=related)
             instance = serializer.save(**extra)
             self.check_write("add", instance, related=related)
-            audit.record("create", instance, changes=audit.diff(None, audit.snapshot(instance)))
+            if self.audit_create:
+                audit.record("create", instance, changes=audit.diff(None, audit.snapshot(instance)))
 
     def extra_create_fields(self) -> dict:
         return {}
