@@ -129,15 +129,18 @@ def host(tmp_path) -> Path:
 
 
 def run(host: Path, mode: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_SNAPSHOT_", "AWS_"))}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_SNAPSHOT_", "AWS_", "KUBERNETES_"))}
     environ.update(env or {})
     return subprocess.run([sys.executable, str(SCRIPT), mode, "--host-root", str(host), *args], capture_output=True,
                           text=True, env=environ, timeout=120)
 
 
-def save(host: Path, member: Etcd, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return run(host, "save", "--endpoint", member.client_url, "--cluster", "c-demo", "--kubernetes-version",
-               "v1.15.11", "--config-version", "3", "--node-name", "etcd-1", *args, env=env)
+def save(host: Path, member: Etcd, *args: str, env: dict[str, str] | None = None,
+         record: bool = False) -> subprocess.CompletedProcess:
+    """The save Plan's arguments; ETCDSnapshotFile recording off unless a test has an API server for it."""
+    return run(host, "save", "--endpoint", member.client_url, "--cluster", "c-demo", "--cluster-name", "demo",
+               "--kubernetes-version", "v1.15.11", "--config-version", "3", "--node-name", "etcd-1",
+               *(() if record else ("--no-record",)), *args, env=env)
 
 
 def restore_args(name: str, data_dir: Path, peer_port: int) -> list[str]:
@@ -151,8 +154,9 @@ def test_save_writes_a_verified_snapshot_and_manifest_and_restore_brings_back_th
     etcds.append(member)
     member.put("/registry/deployments/default/web", "v1")
     member.put("/registry/configmaps/kube-system/max-pods", "110")
-    config = tmp_path / "cluster.yaml"
-    config.write_text("kubernetes_version: v1.15.11\nservices:\n  kubelet:\n    extra_args: {max-pods: '110'}\n")
+    config = tmp_path / "config.json"
+    document = {"kubernetes_version": "v1.15.11", "services": {"kubelet": {"extra_args": {"max-pods": "110"}}}}
+    config.write_text(json.dumps(document))
 
     done = save(host, member, "--config-file", str(config), "--name", "on-demand-etcd-1-1")
     assert done.returncode == 0, done.stderr
@@ -164,11 +168,14 @@ def test_save_writes_a_verified_snapshot_and_manifest_and_restore_brings_back_th
     assert manifest["sha256"] == hashlib.sha256(snapshot.read_bytes()).hexdigest()
     assert manifest["size"] == snapshot.stat().st_size
     assert manifest["etcd"]["revision"] == json.loads(status.stdout)["revision"] >= 3
-    assert {k: manifest[k] for k in ("name", "cluster", "kubernetes_version", "config_version", "kind", "node",
-                                     "distribution", "s3")} == {
-        "name": "on-demand-etcd-1-1", "cluster": "c-demo", "kubernetes_version": "v1.15.11",
-        "config_version": "3", "kind": "manual", "node": "etcd-1", "distribution": "rke2", "s3": None}
-    assert manifest["config"] == config.read_text() and manifest["created"].endswith("Z")
+    assert manifest["etcd"]["keys"] == json.loads(status.stdout)["totalKey"]
+    assert {k: manifest[k] for k in ("format", "name", "cluster", "cluster_name", "kubernetes_version",
+                                     "config_version", "kind", "node", "distribution", "s3")} == {
+        "format": "corral.etcd-snapshot/v1", "name": "on-demand-etcd-1-1", "cluster": "c-demo",
+        "cluster_name": "demo", "kubernetes_version": "v1.15.11", "config_version": 3, "kind": "manual",
+        "node": "etcd-1", "distribution": "rke2", "s3": None}
+    assert manifest["inventory"] == [["configmaps", "kube-system", "max-pods"], ["deployments.apps", "default", "web"]]
+    assert manifest["config"] == document and manifest["created"].endswith("Z")
     assert oct(snapshot.stat().st_mode & 0o777) == "0o600"
     assert sorted(p.name for p in (host / SNAPSHOTS).iterdir()) == [
         "on-demand-etcd-1-1", "on-demand-etcd-1-1.manifest.json"]  # no temporary files left
@@ -194,12 +201,12 @@ def test_recurring_snapshots_get_k3s_style_names_and_config_from_the_environment
     member = start_etcd(tmp_path / "etcd-data", tmp_path / "etcd.log")
     etcds.append(member)
     member.put("a", "1")
-    done = save(host, member, "--kind", "recurring", env={"ETCD_SNAPSHOT_CONFIG": "kubernetes_version: v1.15.11\n"})
+    done = save(host, member, "--kind", "recurring", env={"ETCD_SNAPSHOT_CONFIG": '{"kubernetes_version": "v1.15.11"}'})
     assert done.returncode == 0, done.stderr
     (manifest_path,) = (host / SNAPSHOTS).glob("*.manifest.json")
     manifest = json.loads(manifest_path.read_text())
     assert manifest["name"].startswith("etcd-snapshot-etcd-1-") and manifest["kind"] == "recurring"
-    assert manifest["config"] == "kubernetes_version: v1.15.11\n"
+    assert manifest["config"] == {"kubernetes_version": "v1.15.11"}
     listed = run(host, "list")
     assert listed.returncode == 0, listed.stderr
     (entry,) = json.loads(listed.stdout)
@@ -382,12 +389,13 @@ def test_an_unreachable_endpoint_fails_with_the_reason(tmp_path, host, etcds, s3
 
 def test_missing_s3_keys_and_unreachable_etcd_are_reported(tmp_path, host, etcds):
     require_etcd()
-    no_keys = run(host, "save", "--endpoint", "http://127.0.0.1:1", env={"ETCD_SNAPSHOT_S3_BUCKET": BUCKET})
+    no_keys = run(host, "save", "--no-record", "--endpoint", "http://127.0.0.1:1",
+                  env={"ETCD_SNAPSHOT_S3_BUCKET": BUCKET})
     assert no_keys.returncode == 1 and "without access-key and secret-key" in no_keys.stderr
-    down = run(host, "save", "--endpoint", f"http://127.0.0.1:{free_port()}", "--name", "x")
+    down = run(host, "save", "--no-record", "--endpoint", f"http://127.0.0.1:{free_port()}", "--name", "x")
     assert down.returncode == 1 and "etcd-snapshot: etcd at http://127.0.0.1:" in down.stderr
     assert "is unhealthy" in down.stderr and len(down.stderr.strip().splitlines()) == 1
     assert not (host / SNAPSHOTS / "x").exists() and not list((host / SNAPSHOTS).glob(".*"))
-    tls = run(host, "save", "--name", "x")  # the default endpoint is https with RKE2's client certificate
+    tls = run(host, "save", "--no-record", "--name", "x")  # the default endpoint is https with RKE2's client certificate
     assert tls.returncode == 1
     assert f"{host}/var/lib/rancher/rke2/server/tls/etcd/server-ca.crt" in tls.stderr
