@@ -216,14 +216,35 @@ class ApiServer:
         elif sub == "binding" and m == "POST":
             return json_response(201, self.bind(ns, name, self._body(req)))
         elif sub == "log" and m == "GET":
-            pod = self.get(rt, ns, name)
-            c = req.query.get("container") or dig(pod, "spec", "containers", 0, "name", default="")
-            text = f"kubesim: simulated container {c} of pod {ns}/{name} on {dig(pod, 'spec', 'nodeName', default='<none>')}\n"
-            return Response(200, text.encode(), "text/plain")
+            return self.pod_log(self.get(rt, ns, name), req.query)
         elif sub == "finalize" and m == "PUT":
             body = self._body(req)
             return json_response(200, self.update(rt, ns, name, body, subresource="finalize"))
         raise errors.method_not_allowed()
+
+    def pod_log(self, pod: dict[str, Any], q: dict[str, str]) -> Response:
+        """The kubelet's log of one container: what a host-run container printed (SUC Jobs' images),
+        else one line saying the container is simulated."""
+        meta = pod["metadata"]
+        c = q.get("container") or dig(pod, "spec", "containers", 0, "name", default="")
+        node = dig(pod, "spec", "nodeName", default="") or ""
+        names = [x.get("name") for x in (pod["spec"].get("initContainers") or []) + (pod["spec"].get("containers") or [])]
+        if q.get("container") and c not in names:
+            raise errors.bad_request(f"container {c} is not valid for pod {meta['name']}")
+        runtime = self.cluster.nodes.get(node)
+        lines = runtime.logs.lines(meta.get("uid", ""), c) if runtime is not None else None
+        if lines is None:
+            lines = [(now_iso(), f"kubesim: simulated container {c} of pod {meta['namespace']}/{meta['name']} "
+                                 f"on {node or '<none>'}")]
+        tail = q.get("tailLines")
+        if tail and tail.lstrip("-").isdigit() and int(tail) >= 0:
+            lines = lines[len(lines) - int(tail):] if int(tail) else []
+        stamps = truthy(q.get("timestamps"))
+        text = "".join(f"{ts} {line}\n" if stamps else f"{line}\n" for ts, line in lines).encode()
+        limit = q.get("limitBytes")
+        if limit and limit.isdigit() and int(limit) > 0:
+            text = text[: int(limit)]
+        return Response(200, text, "text/plain")
 
     # ------------------------------------------------------------------ helpers
     def _body(self, req: Request) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import posixpath
 import secrets
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -48,9 +50,106 @@ class Timings:
         return replace(base, **{k: float(v) for k, v in (data or {}).items()})
 
 
+_FILES_LOCK = threading.Lock()  # one for every node's disk and logs: cheap with 100,000 nodes, rarely contended
+
+
+class NodeDisk:
+    """A machine's disk: files by absolute path (bytes).
+
+    Outside etcd, so a restore leaves it alone, and a kubelet restart or upgrade too; it belongs
+    to its `NodeRuntime`, so a node that is removed takes its files with it. Thread-safe (tests
+    read and write it while the loop thread runs containers).
+    """
+
+    __slots__ = ("_files",)
+
+    def __init__(self) -> None:
+        self._files: dict[str, bytes] = {}
+
+    @staticmethod
+    def norm(path: str) -> str:
+        text = str(path)
+        if not text.startswith("/"):
+            raise ValueError(f"not an absolute path: {text!r}")
+        return "/" + posixpath.normpath(text).lstrip("/")
+
+    def read(self, path: str) -> bytes:
+        with _FILES_LOCK:
+            try:
+                return self._files[self.norm(path)]
+            except KeyError:
+                raise FileNotFoundError(path) from None
+
+    def get(self, path: str, default: bytes | None = None) -> bytes | None:
+        with _FILES_LOCK:
+            return self._files.get(self.norm(path), default)
+
+    def write(self, path: str, data: bytes) -> None:
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError("file contents are bytes")
+        with _FILES_LOCK:
+            self._files[self.norm(path)] = bytes(data)
+
+    def exists(self, path: str) -> bool:
+        return self.get(path) is not None
+
+    def is_dir(self, path: str) -> bool:
+        prefix = self.norm(path).rstrip("/") + "/"
+        with _FILES_LOCK:
+            return any(f.startswith(prefix) for f in self._files)
+
+    def remove(self, path: str) -> bool:
+        with _FILES_LOCK:
+            return self._files.pop(self.norm(path), None) is not None
+
+    def listdir(self, path: str) -> list[str]:
+        """Names directly under a directory (files and subdirectories), sorted."""
+        prefix = self.norm(path).rstrip("/") + "/"
+        with _FILES_LOCK:
+            return sorted({f[len(prefix):].split("/", 1)[0] for f in self._files if f.startswith(prefix)})
+
+    def files(self, under: str = "/") -> dict[str, bytes]:
+        """A copy of the files under a directory, by absolute path."""
+        prefix = self.norm(under).rstrip("/") + "/"
+        with _FILES_LOCK:
+            return {f: d for f, d in self._files.items() if f.startswith(prefix)}
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
+class ContainerLogs:
+    """What the containers on a machine printed, per pod uid and container: the kubelet serves it as
+    the pod log. Only the newest `MAX_PODS` pods are kept, as log rotation and pod GC would."""
+
+    MAX_PODS = 64
+    __slots__ = ("_pods",)
+
+    def __init__(self) -> None:
+        self._pods: OrderedDict[str, dict[str, list[tuple[str, str]]]] | None = None  # made on first output
+
+    def append(self, pod_uid: str, container: str, text: str) -> None:
+        ns = time.time_ns()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+        with _FILES_LOCK:
+            if self._pods is None:
+                self._pods = OrderedDict()
+            pod = self._pods.setdefault(pod_uid, {})
+            self._pods.move_to_end(pod_uid)
+            pod.setdefault(container, []).extend((stamp, line) for line in str(text).splitlines() or [""])
+            while len(self._pods) > self.MAX_PODS:
+                self._pods.popitem(last=False)
+
+    def lines(self, pod_uid: str, container: str) -> list[tuple[str, str]] | None:
+        """(timestamp, line) pairs, or None when that container printed nothing here."""
+        with _FILES_LOCK:
+            got = (self._pods or {}).get(pod_uid, {}).get(container)
+            return list(got) if got is not None else None
+
+
 @dataclass
 class NodeRuntime:
-    """What runs on a machine, outside the API: the kubelet's real version and health."""
+    """What runs on a machine, outside the API: the kubelet's real version and health, its disk."""
 
     name: str
     roles: tuple[str, ...]
@@ -65,6 +164,8 @@ class NodeRuntime:
     last_status: float = 0.0
     extra_labels: dict[str, str] = field(default_factory=dict)
     kubelet_args: dict[str, str] = field(default_factory=dict)  # flags the kubelet runs with (max-pods)
+    disk: NodeDisk = field(default_factory=NodeDisk, repr=False)  # files on the machine (etcd snapshots)
+    logs: ContainerLogs = field(default_factory=ContainerLogs, repr=False)  # what its containers printed
 
     @property
     def max_pods(self) -> str:
@@ -349,6 +450,10 @@ class Cluster:
         """After an etcd restore: reload CRDs, let kubelets re-register and controllers converge."""
         self._reload_crds()
         self._event_names.clear()
+        self.controllers._cache.clear()  # a restore inside a pass must not leave it reading the old state
+        from .controllers.upgrades import forget_host_runs
+
+        forget_host_runs(self)  # the restored pods start afresh; callbacks of the old runs do nothing
         kub = self.controllers.kubelets
         kub._lease_meta.clear()
         kub._observed.clear()

@@ -193,7 +193,7 @@ class Fleet:
             "revision": c.store.rv,
             "nodes": [{"name": n.name, "roles": list(n.roles), "version": n.version, "up": n.up,
                        "upgrading": n.upgrading, "failUpgrade": n.fail_upgrade, "failJobs": n.fail_jobs, "failed": n.failed,
-                       "kubeletArgs": dict(n.kubelet_args), "ip": n.ip}
+                       "kubeletArgs": dict(n.kubelet_args), "ip": n.ip, "disk": sorted(n.disk.files())}
                       for n in c.nodes.values()],
         }
 

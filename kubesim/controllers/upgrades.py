@@ -60,7 +60,8 @@ UPGRADE_IMAGES = ("rancher/k3s-upgrade", "rancher/rke2-upgrade")
 NODE_CONFIG_IMAGE = "corral/node-config"
 KUBECTL_IMAGES = ("rancher/kubectl", "bitnami/kubectl")
 PLAIN_IMAGES = ("busybox", "alpine", "library/busybox", "library/alpine")
-HOST_IMAGES = UPGRADE_IMAGES + (NODE_CONFIG_IMAGE,) + KUBECTL_IMAGES + PLAIN_IMAGES
+ETCD_SNAPSHOT_IMAGE = "corral/etcd-snapshot"  # played by controllers/etcdsnapshot.py
+HOST_IMAGES = UPGRADE_IMAGES + (NODE_CONFIG_IMAGE, ETCD_SNAPSHOT_IMAGE) + KUBECTL_IMAGES + PLAIN_IMAGES
 
 
 def plan_label(plan: str) -> str:
@@ -674,6 +675,7 @@ class PodRun:
     def __init__(self) -> None:
         self.step = 0
         self.busy = False
+        self.gone = False  # forgotten (etcd restore): its pending callbacks change nothing
         self.since = time.monotonic()
         self.next_try = 0.0
 
@@ -684,6 +686,28 @@ def _runs(cluster: Cluster) -> dict[str, PodRun]:
         runs = {}
         cluster._host_runs = runs  # type: ignore[attr-defined]
     return runs
+
+
+def forget_host_runs(cluster: Cluster) -> None:
+    """After an etcd restore: the pods the restored state holds start afresh, and callbacks of runs
+    still busy (such as the cluster-reset that did the restore) find their pod gone and do nothing."""
+    runs = getattr(cluster, "_host_runs", None)
+    if runs:
+        for run in runs.values():
+            run.gone = True
+        runs.clear()
+
+
+def _same_pod(cluster: Cluster, ns: str, name: str, uid: str) -> bool:
+    e = cluster.store.entry("pods", ns, name)
+    return e is not None and e.obj()["metadata"].get("uid") == uid
+
+
+def container_log(cluster: Cluster, pod: dict[str, Any], container: str, text: str) -> None:
+    """Record what a host-run container printed; `kubectl logs` shows it (the node's kubelet keeps it)."""
+    rt = cluster.nodes.get(pod["spec"].get("nodeName") or "")
+    if rt is not None:
+        rt.logs.append(pod["metadata"].get("uid", ""), container, text)
 
 
 def image_repo(image: str) -> str:
@@ -751,26 +775,35 @@ def _advance(cluster: Cluster, cm: ControllerManager, pod: dict[str, Any], rt: N
             run.busy = True
             return
         if outcome != "done":
-            _fail_pod(cluster, ns, name, ctr.get("name", ""), run.step < len(inits), outcome)
+            _fail_pod(cluster, ns, name, ctr.get("name", ""), run.step < len(inits), outcome,
+                      uid=pod["metadata"]["uid"])
+            return
+        if run.gone or not _same_pod(cluster, ns, name, pod["metadata"]["uid"]):
             return
         run.step += 1
         run.since = time.monotonic()
     cluster.controllers.kubelets._finish(ns, name)
 
 
-def _async_done(cluster: Cluster, pod: dict[str, Any], run: PodRun, fail_message: str) -> Callable[[bool], None]:
-    ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+def _async_done(cluster: Cluster, pod: dict[str, Any], run: PodRun,
+                fail_message: str) -> Callable[..., None]:
+    """The callback a 'busy' container calls when it ends: `done(ok, message="")` on the loop thread.
+    The pod may be gone by then (deleted, or an etcd restore replaced the state): nothing happens."""
+    ns, name, uid = pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"]
     inits = pod["spec"].get("initContainers") or []
 
-    def done(ok: bool) -> None:
+    def done(ok: bool, message: str = "") -> None:
         run.busy = False
+        if run.gone or not _same_pod(cluster, ns, name, uid):
+            cluster.kick()
+            return
         if ok:
             run.step += 1
             run.since = time.monotonic()
         else:
             ctrs = inits + (pod["spec"].get("containers") or [])[:1]
             ctr = ctrs[min(run.step, len(ctrs) - 1)]
-            _fail_pod(cluster, ns, name, ctr.get("name", ""), run.step < len(inits), fail_message)
+            _fail_pod(cluster, ns, name, ctr.get("name", ""), run.step < len(inits), message or fail_message, uid=uid)
         cluster.kick()
 
     return done
@@ -830,6 +863,12 @@ def _run_container(cluster: Cluster, cm: ControllerManager, pod: dict[str, Any],
             return "done"
         restart_kubelet(cluster, rt, kargs, _async_done(cluster, pod, run, "kubelet did not restart"))
         return "busy"
+    if repo == ETCD_SNAPSHOT_IMAGE:
+        from .etcdsnapshot import run_container
+
+        if rt.fail_jobs:
+            return rt.fail_jobs
+        return run_container(cluster, pod, ctr, rt, _async_done(cluster, pod, run, "etcd-snapshot: failed"))
     if repo in PLAIN_IMAGES:
         return "done"
     return f"kubesim does not simulate image {image!r}: the container exited with code 1"
@@ -903,11 +942,15 @@ def _pod_running(cluster: Cluster, pod: dict[str, Any]) -> None:
                        subresource="status", check_rv=False)
 
 
-def _fail_pod(cluster: Cluster, ns: str, name: str, container: str, init: bool, message: str) -> None:
-    """The container exited 1: the pod fails with the container's termination message."""
+def _fail_pod(cluster: Cluster, ns: str, name: str, container: str, init: bool, message: str,
+              uid: str = "") -> None:
+    """The container exited 1: the pod fails with the container's termination message (its last line
+    on stderr, which the pod log shows too)."""
     pod = cluster.store.get("pods", ns, name)
-    if pod is None or dig(pod, "status", "phase") in ("Succeeded", "Failed"):
+    if pod is None or dig(pod, "status", "phase") in ("Succeeded", "Failed") or \
+            (uid and pod["metadata"].get("uid") != uid):
         return
+    container_log(cluster, pod, container, message)
     now = now_iso()
     st = pod.setdefault("status", {})
     st["phase"] = "Failed"
