@@ -97,6 +97,13 @@ class ClusterAdmin(PortalModelAdmin):
     def get_inlines(self, request, obj):
         return [NodeInline, ProjectInline] if obj is not None else []
 
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            from scans.services import may_scan
+
+            context["may_scan"] = may_scan(request.user, obj)  # the "Run a scan" button
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
     @admin.display(description="State", ordering="state")
     def state_col(self, cluster: Cluster):
         return format_html('<span class="corral-badge" style="background:{}" title="{}">{}</span>',

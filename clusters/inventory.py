@@ -156,6 +156,9 @@ def import_cluster(*, name: str, kubeconfig: str, user=None, description: str = 
                  message=f"imported {view.kind} cluster {view.git_version} with {len(view.nodes)} nodes")
     if view.insecure_tls:
         audit_insecure_tls(cluster, user, view.server)
+    from backups.hooks import snapshot_after_import
+
+    snapshot_after_import(cluster)
     return cluster
 
 

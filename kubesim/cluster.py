@@ -161,6 +161,8 @@ class NodeRuntime:
     failed: bool = False
     failed_version: str = ""  # what the machine was upgraded to when its new kubelet failed to start
     fail_jobs: str = ""  # fleet file / control API: every upgrade-job container here exits 1 with this message
+    fail_kube_bench: str = ""  # fleet file / control API: kube-bench here prints this instead of its report...
+    fail_kube_bench_exit: int = 1  # ... and exits with this code (controllers/kubebench.py)
     last_status: float = 0.0
     extra_labels: dict[str, str] = field(default_factory=dict)
     kubelet_args: dict[str, str] = field(default_factory=dict)  # flags the kubelet runs with (max-pods)

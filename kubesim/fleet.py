@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .cluster import Cluster, NodeRuntime, Timings
+from .controllers import kubebench
 from .controllers.upgrades import SUC_NAME, SUC_NS, plan_crd
 from .loop import Loop
 from .resources import parse_version
@@ -32,6 +33,8 @@ class NodeSpec:
     labels: dict[str, str] = field(default_factory=dict)
     fail_upgrade: bool = False  # its upgrades never come back Ready (like `Fleet.fail_node_upgrade`)
     fail_jobs: str = ""  # every upgrade-job container on it exits 1 with this message
+    fail_kube_bench: str = ""  # kube-bench on it prints this instead of its report ...
+    fail_kube_bench_exit: int = 1  # ... and exits with this code
 
 
 @dataclass
@@ -66,8 +69,9 @@ def _nodes(name: str, kind: str, raw: Any) -> list[NodeSpec]:
             fail_jobs = n.get("fail_jobs") or ""
             if fail_jobs is True:
                 fail_jobs = "upgrade script failed (injected by the fleet file)"
+            bench_output, bench_exit = _kube_bench_fault(name, n.get("fail_kube_bench"))
             out.append(NodeSpec(n.get("name") or f"{name}-node-{i}", tuple(roles), dict(n.get("labels") or {}),
-                                bool(n.get("fail_upgrade", False)), str(fail_jobs)))
+                                bool(n.get("fail_upgrade", False)), str(fail_jobs), bench_output, bench_exit))
     else:
         raise ValueError(f"cluster {name}: nodes must be a mapping of role to count or a list")
     if kind == "k3s":
@@ -75,6 +79,21 @@ def _nodes(name: str, kind: str, raw: Any) -> list[NodeSpec]:
             n.roles = tuple("server" if r in ("server", "master", "controlplane") else ("agent" if r in ("agent", "worker") else r)
                             for r in n.roles)
     return out
+
+
+def _kube_bench_fault(cluster: str, raw: Any) -> tuple[str, int]:
+    """``fail_kube_bench``: a message (kube-bench exits 1 with it), ``true`` (it finds none of the programs it
+    checks, as when the pod cannot see the host's processes), or ``{output: TEXT, exit_code: N}`` (it prints
+    TEXT instead of its JSON report and exits N, 0 by default)."""
+    if raw is None or raw is False or raw == "":
+        return "", 1
+    if raw is True:
+        return kubebench.NO_PROGRAMS, 1
+    if isinstance(raw, dict):
+        if "output" not in raw:
+            raise ValueError(f"cluster {cluster}: fail_kube_bench wants a message, true, or {{output, exit_code}}")
+        return str(raw["output"]), int(raw.get("exit_code", 0))
+    return str(raw), 1
 
 
 def load_spec(source: str | os.PathLike[str] | dict[str, Any]) -> tuple[list[ClusterSpec], dict[str, Any]]:
@@ -164,6 +183,7 @@ def system_objects(spec: ClusterSpec, minor: int) -> list[dict[str, Any]]:
         objs.append(_deployment("metrics-server", "kube-system", 1, "rancher/metrics-server:v0.3.6", {"k8s-app": "metrics-server"}))
     else:
         objs.append(_deployment("coredns", "kube-system", 2, "k8s.gcr.io/coredns:1.6.7", {"k8s-app": "kube-dns"}, dns_extra))
+    objs.append(kubebench.kubeadm_config(spec.kind, spec.version))  # the API server's flags (kubebench.py)
     if spec.has_suc:
         objs = [plan_crd(minor), *objs, *suc_objects(spec.kind)]
     return objs
@@ -238,7 +258,8 @@ def build_cluster(spec: ClusterSpec, loop: Loop, timings: Timings, time_scale: f
         for i, n in enumerate(spec.nodes):
             rt = NodeRuntime(n.name, n.roles, spec.version, f"10.0.{(i // 250) % 250}.{i % 250 + 10}",
                              extra_labels=n.labels, kubelet_args=dict(spec.kubelet_args),
-                             fail_upgrade=n.fail_upgrade, fail_jobs=n.fail_jobs)
+                             fail_upgrade=n.fail_upgrade, fail_jobs=n.fail_jobs,
+                             fail_kube_bench=n.fail_kube_bench, fail_kube_bench_exit=n.fail_kube_bench_exit)
             c.nodes[n.name] = rt
             c.controllers.kubelets.register(rt)
         for obj in system_objects(spec, c.minor) + workload_objects(spec):

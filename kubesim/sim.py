@@ -19,6 +19,7 @@ import yaml
 from . import errors, etcd
 from .apiserver import Response, json_response
 from .cluster import Cluster, Timings
+from .controllers import kubebench
 from .fleet import ClusterSpec, build_cluster, load_spec
 from .loop import Loop
 
@@ -151,6 +152,16 @@ class Fleet:
         c.nodes[node].fail_jobs = message or ""
         c.log("control", f"node {node}: fail_jobs={message!r}", node=node)
 
+    def fail_node_kube_bench(self, name: str, node: str, message: str | None = kubebench.NO_PROGRAMS,
+                             exit_code: int = 1) -> None:
+        """Make kube-bench on a node print `message` instead of its report and exit `exit_code` (None clears
+        it; the default is kube-bench's own error when it finds none of the programs it checks)."""
+        c = self.cluster(name)
+        rt = c.nodes[node]
+        rt.fail_kube_bench = message or ""
+        rt.fail_kube_bench_exit = exit_code
+        c.log("control", f"node {node}: fail_kube_bench={message!r} exit {exit_code}", node=node)
+
     def set_node_up(self, name: str, node: str, up: bool) -> None:
         """Power a node off (its kubelet stops; the node controller will find it lost) or on."""
         c = self.cluster(name)
@@ -192,7 +203,8 @@ class Fleet:
             "server": self.server_url(name), "etcd": self.etcd_url(name),
             "revision": c.store.rv,
             "nodes": [{"name": n.name, "roles": list(n.roles), "version": n.version, "up": n.up,
-                       "upgrading": n.upgrading, "failUpgrade": n.fail_upgrade, "failJobs": n.fail_jobs, "failed": n.failed,
+                       "upgrading": n.upgrading, "failUpgrade": n.fail_upgrade, "failJobs": n.fail_jobs,
+                       "failKubeBench": n.fail_kube_bench, "failed": n.failed,
                        "kubeletArgs": dict(n.kubelet_args), "ip": n.ip, "disk": sorted(n.disk.files())}
                       for n in c.nodes.values()],
         }
@@ -273,6 +285,9 @@ class ControlApi:
                         f.fail_node_upgrade(name, node, bool(data.get("fail", True)))
                     elif rest[2] == "fail-jobs":
                         f.fail_node_jobs(name, node, data.get("message", "upgrade script failed"))
+                    elif rest[2] == "fail-kube-bench":
+                        f.fail_node_kube_bench(name, node, data.get("message", kubebench.NO_PROGRAMS),
+                                               int(data.get("exit_code", 1)))
                     elif rest[2] == "down":
                         f.set_node_up(name, node, False)
                     elif rest[2] == "up":

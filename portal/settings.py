@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "clusters.apps.ClustersConfig",
     "backups.apps.BackupsConfig",
     "scans.apps.ScansConfig",
+    "notifiers.apps.NotifiersConfig",
     "catalog.apps.CatalogConfig",
 ]
 
@@ -201,6 +202,15 @@ CLUSTER_SYNC_THREADS = int(os.environ.get("CORRAL_CLUSTER_SYNC_THREADS", "16"))
 # for a system-upgrade-controller it installed to become available.
 NODE_CONFIG_IMAGE_VERSION = os.environ.get("CORRAL_NODE_CONFIG_IMAGE_VERSION", "v0.1.0")
 SUC_INSTALL_TIMEOUT = float(os.environ.get("CORRAL_SUC_INSTALL_TIMEOUT", "120"))
+# The corral/etcd-snapshot image tag (backups/images/etcd-snapshot) and how long one of its runs may take.
+ETCD_SNAPSHOT_IMAGE_VERSION = os.environ.get("CORRAL_ETCD_SNAPSHOT_IMAGE_VERSION", "v0.1.0")
+ETCD_SNAPSHOT_TIMEOUT = float(os.environ.get("CORRAL_ETCD_SNAPSHOT_TIMEOUT", "900"))
+# Resource backups of imported clusters are kept here unless a backup target is given.
+# A snapshot before every version upgrade and after an rke/k3s cluster is imported (SPEC §3).
+SNAPSHOT_BEFORE_UPGRADE = env_bool("CORRAL_SNAPSHOT_BEFORE_UPGRADE", True)
+SNAPSHOT_AFTER_IMPORT = env_bool("CORRAL_SNAPSHOT_AFTER_IMPORT", True)
+BACKUP_SCHEDULE_SECONDS = int(os.environ.get("CORRAL_BACKUP_SCHEDULE_SECONDS", "300"))
+BACKUP_DIR = Path(os.environ.get("CORRAL_BACKUP_DIR", DATA_DIR / "backups"))
 
 # ---------------------------------------------------------------------------------------------
 # SAML single sign-on (portal/sso). SSO providers and the local-login switch live in the
@@ -219,3 +229,8 @@ SOCIALACCOUNT_EMAIL_VERIFICATION = "none"  # the IdP vouches for its users; Corr
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # never attach an IdP login to a local account by e-mail address
 # Break-glass: while set, superusers may sign in with a password even when local login is turned off.
 CORRAL_LOCAL_LOGIN_BREAK_GLASS = env_bool("CORRAL_LOCAL_LOGIN_BREAK_GLASS", False)
+
+# ---------------------------------------------------------------------------------------------
+# CIS scans and notifiers (scans/, notifiers/). Alerts link to reports under this address.
+# ---------------------------------------------------------------------------------------------
+CORRAL_URL = os.environ.get("CORRAL_URL", "http://127.0.0.1:8000")

@@ -1,11 +1,24 @@
 """Shared fixtures: users, API clients, a real RQ worker process, and in-process job running."""
 from __future__ import annotations
 
+import os
+
 import django_rq
 import pytest
 from rest_framework.test import APIClient
 
 from tests.helpers import WorkerProcess
+
+# The automatic snapshots (before each upgrade, after each import) are tested in tests/backups, which turn
+# them on; elsewhere they would add a snapshot job to every import and upgrade. Worker processes inherit this.
+os.environ.setdefault("CORRAL_SNAPSHOT_BEFORE_UPGRADE", "0")
+os.environ.setdefault("CORRAL_SNAPSHOT_AFTER_IMPORT", "0")
+
+
+@pytest.fixture(autouse=True)
+def _automatic_snapshots_off(settings):
+    settings.SNAPSHOT_BEFORE_UPGRADE = os.environ["CORRAL_SNAPSHOT_BEFORE_UPGRADE"] not in ("0", "false", "")
+    settings.SNAPSHOT_AFTER_IMPORT = os.environ["CORRAL_SNAPSHOT_AFTER_IMPORT"] not in ("0", "false", "")
 
 
 @pytest.fixture

@@ -28,6 +28,16 @@ class ClusterSerializer(PortalSerializer):
         read_only_fields = ["kind", "state", "state_reason", "kubernetes_version", "api_server", "node_count",
                             "created_by", "created_at", "updated_at", "last_synced_at", "insecure_tls"]
 
+    def get_capabilities(self, obj: Cluster) -> dict[str, bool]:
+        """``scan`` is whether a scan of this cluster may start: ``scan.scan`` in its scope (scans/services.py), not
+        a permission on the cluster object."""
+        caps = super().get_capabilities(obj)
+        if "scan" in caps:
+            from scans.services import may_scan
+
+            caps["scan"] = may_scan(self.context["request"].user, obj)
+        return caps
+
     def get_fields(self) -> dict[str, serializers.Field]:
         """A taken name is answered alike whoever holds it: DRF's "already exists" would reveal other tenants."""
         fields = super().get_fields()

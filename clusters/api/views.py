@@ -5,6 +5,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
+from backups.api.serializers import SnapshotRequestSerializer, SnapshotSerializer
 from clusters import config as cluster_config
 from clusters import schema, services
 from clusters.api.serializers import (
@@ -16,6 +17,7 @@ from clusters.api.serializers import (
     UpgradeRequestSerializer,
 )
 from clusters.models import Cluster, Node, Project
+from portal.api.errors import conflict
 from portal.api.jobs import JobSerializer
 from portal.api.viewsets import PortalModelViewSet, PortalReadOnlyViewSet
 from portal.api.yaml import YAMLParser, YAMLRenderer
@@ -30,7 +32,7 @@ class ClusterViewSet(PortalModelViewSet):
     search_fields = ["name", "description"]
     ordering_fields = ["name", "state", "kubernetes_version", "created_at", "node_count"]
     action_permissions = {"nodes": "view", "config": "view", "config_history": "view", "put_config": "change",
-                          "sync": "sync", "upgrade": "upgrade"}
+                          "sync": "sync", "upgrade": "upgrade", "snapshot": "snapshot"}
 
     audit_create = False  # inventory.import_cluster audits the import itself
 
@@ -105,6 +107,27 @@ class ClusterViewSet(PortalModelViewSet):
         except services.UpgradeRefused as exc:
             raise ValidationError({"kubernetes_version": [str(exc)]}) from None
         return self._job_response(job)
+
+    @extend_schema(request=SnapshotRequestSerializer, responses={202: SnapshotSerializer})
+    @action(detail=True, methods=["post"])
+    def snapshot(self, request, pk=None):
+        """Take a snapshot now (etcd on an etcd node; a resource backup for an imported cluster)."""
+        from backups import services as backups
+
+        cluster = self.get_object()
+        serializer = SnapshotRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        target = data.pop("target", "")
+        filters = {k: v for k, v in data.items() if v}
+        try:
+            snapshot = backups.take_snapshot(cluster, user=request.user, target=target, filters=filters or None)
+        except backups.BackupError as exc:
+            if exc.field:
+                raise ValidationError({exc.field: [exc.message]}) from None
+            return conflict(exc.message)
+        return Response(SnapshotSerializer(snapshot, context=self.get_serializer_context()).data,
+                        status=status.HTTP_202_ACCEPTED)
 
     def get_parsers(self):
         parsers = super().get_parsers()

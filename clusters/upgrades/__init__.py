@@ -185,6 +185,29 @@ def start_kubelet_args(cluster: Cluster, kubelet_args: dict, *, user=None, mode:
 
 
 @transaction.atomic
+def restore_rollout(cluster: Cluster, *, version: str | None = None, kubelet_args: dict | None = None,
+                    job_id=None, note: str = "") -> Upgrade:
+    """An Upgrade row run inside a restore's own job: the snapshot's version (a downgrade is allowed here
+    only, because the etcd data already is the snapshot's) or its kubelet arguments. The caller has
+    passed the permission layer for ``restore``, which covers both."""
+    from clusters import config, schema
+
+    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    document = config.current_document(cluster)
+    strategy = dict(document.get("upgrade_strategy") or schema.defaults()["upgrade_strategy"])
+    strategy.setdefault("mode", "rolling")
+    if cluster.kind == Cluster.Kind.K3S and version:
+        strategy["k3s"] = dict(document.get("k3s_upgrade_strategy") or schema.defaults()["k3s_upgrade_strategy"])
+    upgrade = Upgrade.objects.create(
+        cluster=cluster, kind=Upgrade.Kind.KUBERNETES if version else Upgrade.Kind.KUBELET_ARGS,
+        params={"kubelet_args": dict(kubelet_args or {}), "restore": note} if not version else {"restore": note},
+        from_version=cluster.kubernetes_version, to_version=version or cluster.kubernetes_version,
+        mode=strategy["mode"], strategy=strategy, job_id=job_id)
+    audit.record("upgrade", cluster, message=f"{upgrade} ({note})" if note else str(upgrade))
+    return upgrade
+
+
+@transaction.atomic
 def resume_upgrade(upgrade: Upgrade, *, user=None) -> Job:
     """Queue a paused upgrade's job again; it continues from the stored node states."""
     upgrade = Upgrade.objects.select_for_update(of=("self",)).select_related("job", "cluster").get(

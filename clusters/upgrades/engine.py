@@ -124,6 +124,7 @@ class Engine:
                 self.ops.ensure_controller()  # before any node is touched
             except ControllerMissing as exc:
                 raise JobFailed(exc.reason) from None
+            self._snapshot_first()
             self.execute()
             if self.cancelling:
                 raise JobCancelled("cancelled on request")
@@ -197,6 +198,23 @@ class Engine:
         for p in planned:
             if p.cordoned_before:
                 self.rec.log(f"{p.role} node {p.name} was already cordoned; it stays cordoned after its upgrade")
+
+    def _snapshot_first(self) -> None:
+        """A version upgrade starts with a snapshot of the cluster as it is (not a restore's own step)."""
+        from django.conf import settings
+
+        params = self.upgrade.params or {}
+        if (not self.versioned or "restore" in params or params.get("snapshot")
+                or not getattr(settings, "SNAPSHOT_BEFORE_UPGRADE", True)
+                or any(r.state != S.PENDING for r in self.rows)):
+            return
+        from backups.hooks import snapshot_before_upgrade
+
+        snapshot = snapshot_before_upgrade(self.upgrade, self.reporter)
+        Upgrade.objects.filter(pk=self.upgrade.pk).update(params={**params, "snapshot": snapshot.name})
+        self.upgrade.params = {**params, "snapshot": snapshot.name}
+        self.rec.log(f"Snapshot {snapshot.name} taken before the upgrade")
+        self.rec.flush()
 
     def _note_newcomers(self) -> None:
         """Nodes that joined after the plan was made are not upgraded by this run; say so."""

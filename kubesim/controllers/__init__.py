@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 class ControllerManager:
     def __init__(self, cluster: Cluster) -> None:
-        from . import deployments, disruption, kubelet, scheduler, upgrades, workloads
+        from . import deployments, disruption, kubebench, kubelet, scheduler, upgrades, workloads
 
         self.cluster = cluster
         self._cache: dict[str, list[dict[str, Any]]] = {}
@@ -38,7 +38,9 @@ class ControllerManager:
             workloads.jobs,
             disruption.pdb_status,
             scheduler.schedule,
+            kubebench.static_pods,
             self.kubelets.sync_pods,
+            kubebench.kube_bench_pods,
             upgrades.host_pods,
             upgrades.system_upgrade_controller,
             workloads.endpoints,

@@ -33,6 +33,15 @@ class SecretField(serializers.CharField):
     def to_representation(self, value) -> str:
         return mask(value)
 
+    def to_internal_value(self, data) -> str:
+        """A client that sends back what it read (the mask) keeps the stored secret instead of saving the mask."""
+        value = super().to_internal_value(data)
+        instance = getattr(self.parent, "instance", None)
+        stored = getattr(instance, self.source, None) if instance is not None and self.source != "*" else None
+        if stored and value == mask(stored):
+            return stored
+        return value
+
 
 class PortalSerializer(serializers.ModelSerializer):
     """Adds ``capabilities``: which actions the caller may run on each object (for UI buttons)."""

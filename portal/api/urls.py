@@ -30,7 +30,7 @@ def register_app_routes() -> None:
     """Each app's ``api/urls.py`` exposes ``register(router)``; collected once here."""
     from importlib import import_module
 
-    for app in ("rbac", "clusters", "backups", "scans", "catalog", "portal.sso"):
+    for app in ("rbac", "clusters", "backups", "scans", "notifiers", "catalog", "portal.sso"):
         try:
             module = import_module(f"{app}.api.urls")
         except ModuleNotFoundError as exc:
@@ -38,13 +38,17 @@ def register_app_routes() -> None:
                 raise
             continue
         module.register(router)
+        app_paths.extend(getattr(module, "urlpatterns", []))
 
 
+#: Routes an app adds outside the router (an operation on another app's object, e.g. POST clusters/{id}/scan/).
+app_paths: list = []
 register_app_routes()
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    *app_paths,
     path("", include(router.urls)),
 ]

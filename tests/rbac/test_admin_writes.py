@@ -32,6 +32,7 @@ from django.db.models import Model
 from django.forms.models import model_to_dict
 from django.test import Client, RequestFactory
 
+from backups.models import BackupTarget, Restore, Snapshot
 from clusters import config as cluster_config
 from clusters import inventory, kube, schema
 from clusters.models import Cluster, ClusterConfigVersion, Node, Project, Upgrade
@@ -45,8 +46,18 @@ from rbac.models import (
     ProjectRoleBinding,
     RoleTemplate,
 )
-from tests.rbac.writes import KINDS, World, grants_snapshot, make_world, own_token, queued_job, table_perms
-from tests.tenancy import is_admin_only
+from tests.rbac.writes import (
+    KINDS,
+    World,
+    deletion_queued,
+    fleet_target,
+    grants_snapshot,
+    make_world,
+    own_token,
+    queued_job,
+    table_perms,
+)
+from tests.tenancy import UNREACHABLE_S3, backup_target, finished_restore, is_admin_only, ready_snapshot
 
 User = get_user_model()
 NEW_PASSWORD = "N3w-passw0rd-for-test"
@@ -268,6 +279,9 @@ sample(ProjectRoleBinding,
 sample(SSOProvider, lambda w: SSOProvider.objects.create(name="University", slug="uni"),
        lambda w: w.may("ssoprovider.delete"))
 sample(SSOSettings, lambda w: SSOSettings.load())
+sample(BackupTarget, lambda w: backup_target(w.a), lambda w: w.may("backuptarget.delete", w.a.cluster))
+sample(Snapshot, lambda w: ready_snapshot(w.a))  # read-only admin: deleting is the delete_everywhere action
+sample(Restore, lambda w: finished_restore(w.a))
 
 
 def _delete_cases(model: type[Model]) -> None:
@@ -284,6 +298,47 @@ def _delete_cases(model: type[Model]) -> None:
         obj = make(b.w)
         r = b.action(model, "delete_selected", [obj], post="yes")
         return Outcome(may(b.w), r, not exists(model, pk=obj.pk), refused_status=ACTION)
+
+
+# CIS scans and notifiers (issue 11).
+def _scan_profile(w: World):
+    from scans.models import ScanProfile
+
+    return ScanProfile.objects.get_or_create(name="mine", benchmark="rke-cis-1.4",
+                                             defaults={"skips": {"1.1.11": "local images"}})[0]
+
+
+def _scan_schedule(w: World):
+    from scans.models import ScanProfile, ScanSchedule
+
+    return ScanSchedule.objects.create(cluster=w.a.cluster, profile=ScanProfile.objects.get(name="rke-cis-1.4-hardened"))
+
+
+def _scan(w: World):
+    from scans.models import Scan
+
+    return Scan.objects.create(cluster=w.a.cluster, profile_name="rke-cis-1.4-hardened", benchmark="rke-cis-1.4",
+                               state="passed")
+
+
+def _notifier(w: World, name: str = "ops-slack"):
+    from notifiers.models import Notifier
+
+    return Notifier.objects.get_or_create(name=name, defaults={"kind": "slack",
+                                                               "slack_webhook_url": "http://127.0.0.1:9/hook"})[0]
+
+
+def _register_scan_samples() -> None:
+    from notifiers.models import Notifier
+    from scans.models import Scan, ScanProfile, ScanSchedule
+
+    sample(ScanProfile, _scan_profile, lambda w: w.may("scanprofile.delete"))
+    sample(ScanSchedule, _scan_schedule, lambda w: w.may("scan.delete", w.a.cluster))
+    sample(Scan, _scan, lambda w: w.may("scan.delete", w.a.cluster))
+    sample(Notifier, _notifier, lambda w: w.may("notifier.delete"))
+
+
+_register_scan_samples()
 
 
 for _model in MAY_DELETE:
@@ -855,6 +910,278 @@ def sso_settings_change(b: Browsers) -> Outcome:
     r = b.post(change_url(settings), data)
     changed = SSOSettings.objects.get(pk=settings.pk).local_login_enabled != before
     return Outcome(b.w.may("ssoprovider.change"), r, changed)
+
+
+# --- CIS scans and notifiers ---------------------------------------------------------------------------------
+
+@case("scans.scanprofile:add")
+def scanprofile_add(b: Browsers) -> Outcome:
+    from scans.models import ScanProfile
+
+    data = b.form(add_url(ScanProfile), {"name": "made", "benchmark": "cis-1.8", "description": "",
+                                         "skips": '{"1.2.16": "profiling is needed here"}'})
+    r = b.post(add_url(ScanProfile), data)
+    return Outcome(b.w.may("scanprofile.add"), r, exists(ScanProfile, name="made"), shown_refusal=FORM)
+
+
+@case("scans.scanprofile:change")
+def scanprofile_change(b: Browsers) -> Outcome:
+    from scans.models import ScanProfile
+
+    profile = _scan_profile(b.w)
+    r = b.post(change_url(profile), b.form(change_url(profile), {"description": "changed"}))
+    changed = ScanProfile.objects.get(pk=profile.pk).description == "changed"
+    return Outcome(b.w.may("scanprofile.change"), r, changed, shown_refusal=FORM)
+
+
+def _scan_page(b: Browsers, suffix: str) -> Outcome:
+    from scans.models import Scan
+
+    scan = _scan(b.w)
+    r = b.actor.get(f"{_path(Scan)}{scan.pk}/{suffix}")
+    return Outcome(b.w.may("scan.view", b.w.a.cluster), r, None, allowed_status=(200,), refused_status=(404,))
+
+
+@case("scans.scan:url:scans_scan_report")
+def scan_report(b: Browsers) -> Outcome:
+    return _scan_page(b, "report/")
+
+
+@case("scans.scan:url:scans_scan_download")
+def scan_download(b: Browsers) -> Outcome:
+    return _scan_page(b, "download/csv/")
+
+
+@case("scans.scan:url:scans_scan_compare")
+def scan_compare(b: Browsers) -> Outcome:
+    """A comparison with a scan of another tenant's cluster is no comparison: back to the report, nothing shown."""
+    from scans.models import Scan
+
+    scan = _scan(b.w)
+    theirs = Scan.objects.create(cluster=b.w.b.cluster, benchmark="cis-1.8", state="failed")
+    newer = _scan(b.w)
+    r = b.actor.get(f"{_path(Scan)}{newer.pk}/compare/?with={scan.pk}")
+    assert b.actor.get(f"{_path(Scan)}{newer.pk}/compare/?with={theirs.pk}").status_code in (302, 404)
+    return Outcome(b.w.may("scan.view", b.w.a.cluster), r, None, allowed_status=(200,), refused_status=(404,))
+
+
+@case("scans.scan:url:scans_scan_run")
+def scan_run(b: Browsers) -> Outcome:
+    from scans.models import Scan
+
+    url = f"{_path(Scan)}run/"
+    r = b.post(url, b.form(url, {"cluster": b.w.a.cluster.pk, "profile": ""}))
+    expected = b.w.sees_cluster(b.w.a.cluster) and b.w.may("scan.scan", b.w.a.cluster)
+    return Outcome(expected, r, exists(Scan, cluster=b.w.a.cluster), shown_refusal=FORM)
+
+
+@case("scans.scanschedule:add")
+def schedule_add(b: Browsers) -> Outcome:
+    from scans.models import ScanProfile, ScanSchedule
+
+    profile = ScanProfile.objects.get(name="rke-cis-1.4-hardened")
+    data = b.form(add_url(ScanSchedule), {"cluster": b.w.a.cluster.pk, "profile": profile.pk, "cron": "0 3 * * *",
+                                          "keep_last": 3})
+    r = b.post(add_url(ScanSchedule), data)
+    expected = b.w.may("scan.add", b.w.a.cluster) and b.w.sees_cluster(b.w.a.cluster)
+    return Outcome(expected, r, exists(ScanSchedule, cluster=b.w.a.cluster), shown_refusal=FORM)
+
+
+@case("scans.scanschedule:change")
+def schedule_change(b: Browsers) -> Outcome:
+    from scans.models import ScanSchedule
+
+    schedule = _scan_schedule(b.w)
+    r = b.post(change_url(schedule), b.form(change_url(schedule), {"cron": "30 4 * * 1"}))
+    changed = ScanSchedule.objects.get(pk=schedule.pk).cron == "30 4 * * 1"
+    return Outcome(b.w.may("scan.change", b.w.a.cluster), r, changed, shown_refusal=FORM)
+
+
+@case("scans.scanschedule:inline:alerts:add")
+def schedule_alert_add(b: Browsers) -> Outcome:
+    from scans.models import ScanAlert
+
+    schedule, notifier = _scan_schedule(b.w), _notifier(b.w)
+    data = b.form(change_url(schedule))
+    n = int(data["alerts-TOTAL_FORMS"][0])
+    data.update({"alerts-TOTAL_FORMS": [str(n + 1)], f"alerts-{n}-notifier": [str(notifier.pk)],
+                 f"alerts-{n}-when": ["always"], f"alerts-{n}-schedule": [str(schedule.pk)]})
+    r = b.post(change_url(schedule), data)
+    expected = (b.w.may("scan.change", b.w.a.cluster) and b.w.may("scan.add", b.w.a.cluster)
+                and b.w.may("notifier.view"))
+    return Outcome(expected, r, exists(ScanAlert, schedule=schedule), shown_refusal=FORM)
+
+
+def _alert_row(b: Browsers):
+    from scans.models import ScanAlert
+
+    schedule = _scan_schedule(b.w)
+    alert = ScanAlert.objects.create(schedule=schedule, notifier=_notifier(b.w), when="failure")
+    data = b.form(change_url(schedule))
+    rows = [k[: -len("-id")] for k, v in data.items() if k.startswith("alerts-") and k.endswith("-id")
+            and v == [str(alert.pk)]]
+    assert rows, "the alert rule is not a row of its schedule's page"
+    return schedule, alert, data, rows[0]
+
+
+@case("scans.scanschedule:inline:alerts:change")
+def schedule_alert_change(b: Browsers) -> Outcome:
+    from scans.models import ScanAlert
+
+    schedule, alert, data, row_prefix = _alert_row(b)
+    data[f"{row_prefix}-when"] = ["always"]
+    r = b.post(change_url(schedule), data)
+    changed = ScanAlert.objects.get(pk=alert.pk).when == "always"
+    # The row's notifier is a choice only those who may see notifiers are offered.
+    expected = b.w.may("scan.change", b.w.a.cluster) and b.w.may("notifier.view")
+    return Outcome(expected, r, changed, shown_refusal=FORM)
+
+
+@case("scans.scanschedule:inline:alerts:delete")
+def schedule_alert_delete(b: Browsers) -> Outcome:
+    from scans.models import ScanAlert
+
+    schedule, alert, data, row_prefix = _alert_row(b)
+    data[f"{row_prefix}-DELETE"] = ["on"]
+    r = b.post(change_url(schedule), data)
+    expected = (b.w.may("scan.change", b.w.a.cluster) and b.w.may("scan.delete", b.w.a.cluster)
+                and b.w.may("notifier.view"))
+    return Outcome(expected, r, not exists(ScanAlert, pk=alert.pk), shown_refusal=FORM)
+
+
+@case("notifiers.notifier:add")
+def notifier_add(b: Browsers) -> Outcome:
+    from notifiers.models import Notifier
+
+    data = b.form(add_url(Notifier), {"name": "made", "kind": "slack", "slack_webhook_url": "https://hooks.example.test/x"})
+    r = b.post(add_url(Notifier), data)
+    return Outcome(b.w.may("notifier.add"), r, exists(Notifier, name="made"), shown_refusal=FORM)
+
+
+@case("notifiers.notifier:change")
+def notifier_change(b: Browsers) -> Outcome:
+    from notifiers.models import Notifier
+
+    notifier = _notifier(b.w)
+    r = b.post(change_url(notifier), b.form(change_url(notifier), {"description": "changed"}))
+    changed = Notifier.objects.get(pk=notifier.pk).description == "changed"
+    assert Notifier.objects.get(pk=notifier.pk).slack_webhook_url == "http://127.0.0.1:9/hook", "the secret was kept"
+    return Outcome(b.w.may("notifier.change"), r, changed, shown_refusal=FORM)
+
+
+@case("notifiers.notifier:action:send_test_message")
+def notifier_send_test(b: Browsers) -> Outcome:
+    """Nothing listens at the URL: a test that ran leaves its error on the notifier."""
+    from notifiers.models import Notifier
+
+    notifier = _notifier(b.w)
+    r = b.action(Notifier, "send_test_message", [notifier])
+    return Outcome(b.w.may("notifier.change"), r, Notifier.objects.get(pk=notifier.pk).last_error != "",
+                   refused_status=ACTION)
+
+
+# --- backups -------------------------------------------------------------------------------------------------
+
+def _target_form(b: Browsers, url: str, cluster: Cluster | None, name: str) -> dict[str, list[str]]:
+    return b.form(url, {"name": name, "cluster": cluster.pk if cluster is not None else "",
+                        "endpoint": UNREACHABLE_S3, "bucket": "new-bucket", "access_key": "AKIANEWACCESSKEY0001",
+                        "secret_key": "new-secret-key-0123456789"})
+
+
+@case("backups.backuptarget:add")
+def target_add(b: Browsers) -> Outcome:
+    w = b.w
+    r = b.post(add_url(BackupTarget), _target_form(b, add_url(BackupTarget), w.a.cluster, "new-target"))
+    expected = w.may("backuptarget.add", w.a.cluster) and w.sees_cluster(w.a.cluster)
+    return Outcome(expected, r, exists(BackupTarget, name="new-target"), shown_refusal=FORM)
+
+
+@case("backups.backuptarget:add@other-tenant")
+def target_add_elsewhere(b: Browsers) -> Outcome:
+    """A target for tenant B's cluster: its snapshots would go to a bucket the actor holds the keys of."""
+    w = b.w
+    r = b.post(add_url(BackupTarget), _target_form(b, add_url(BackupTarget), w.b.cluster, "planted"))
+    expected = w.may("backuptarget.add", w.b.cluster) and w.sees_cluster(w.b.cluster)
+    return Outcome(expected, r, exists(BackupTarget, name="planted"), shown_refusal=FORM)
+
+
+@case("backups.backuptarget:add@fleet-wide")
+def target_add_fleet(b: Browsers) -> Outcome:
+    """No cluster: a fleet-wide target, global roles only."""
+    r = b.post(add_url(BackupTarget), _target_form(b, add_url(BackupTarget), None, "fleet-new"))
+    return Outcome(b.w.may("backuptarget.add"), r, exists(BackupTarget, name="fleet-new"), shown_refusal=FORM)
+
+
+def _keys(target: BackupTarget) -> tuple[str, str]:
+    fresh = BackupTarget.objects.get(pk=target.pk)
+    return fresh.access_key, fresh.secret_key
+
+
+@case("backups.backuptarget:change")
+def target_change(b: Browsers) -> Outcome:
+    """The keys are never shown: the form comes back with them empty, and saving it keeps the stored ones."""
+    target = backup_target(b.w.a)
+    keys = _keys(target)
+    r = b.post(change_url(target), b.form(change_url(target), {"folder": "changed"}))
+    assert _keys(target) == keys, "saving the form without keys changed the stored keys"
+    changed = BackupTarget.objects.get(pk=target.pk).folder == "changed"
+    return Outcome(b.w.may("backuptarget.change", b.w.a.cluster), r, changed, shown_refusal=FORM)
+
+
+@case("backups.backuptarget:change@move")
+def target_move(b: Browsers) -> Outcome:
+    """Cluster A's target is pointed at tenant B's cluster: the change must be allowed at both ends."""
+    w = b.w
+    target = backup_target(w.a)
+    r = b.post(change_url(target), b.form(change_url(target), {"cluster": w.b.cluster.pk}))
+    moved = BackupTarget.objects.get(pk=target.pk).cluster_id == w.b.cluster.pk
+    expected = (w.may("backuptarget.change", w.a.cluster) and w.may("backuptarget.change", w.b.cluster)
+                and w.sees_cluster(w.b.cluster))
+    return Outcome(expected, r, moved, shown_refusal=FORM)
+
+
+@case("backups.backuptarget:change@fleet-target")
+def fleet_target_change(b: Browsers) -> Outcome:
+    target = fleet_target(b.w)
+    r = b.post(change_url(target), b.form(change_url(target), {"folder": "changed"}))
+    changed = BackupTarget.objects.get(pk=target.pk).folder == "changed"
+    return Outcome(b.w.may("backuptarget.change"), r, changed, shown_refusal=FORM)
+
+
+@case("backups.snapshot:url:backups_snapshot_take")
+def snapshot_take(b: Browsers) -> Outcome:
+    """The cluster page's "Take snapshot" button."""
+    cluster = b.w.a.cluster
+    r = b.post(f"{_path(Snapshot)}take/{cluster.pk}/")
+    taken = Snapshot.objects.filter(cluster=cluster).first()
+    if taken is not None:
+        assert exists(Job, kind="backups.snapshot", pk=taken.job_id), "a snapshot without its job"
+    return Outcome(b.w.may("cluster.snapshot", cluster), r, taken is not None, shown_refusal=(302,))
+
+
+def _restore(b: Browsers, snapshot: Snapshot) -> Outcome:
+    r = b.post(f"{_path(Snapshot)}{snapshot.pk}/restore/", {"parts": "etcd"})
+    cluster = snapshot.cluster
+    expected = b.w.may("cluster.restore", cluster) and b.w.may("snapshot.view", cluster)
+    return Outcome(expected, r, exists(Restore, snapshot=snapshot), shown_refusal=(200,))
+
+
+@case("backups.snapshot:url:backups_snapshot_restore")
+def snapshot_restore(b: Browsers) -> Outcome:
+    return _restore(b, ready_snapshot(b.w.a))
+
+
+@case("backups.snapshot:url:backups_snapshot_restore@other-tenant")
+def snapshot_restore_elsewhere(b: Browsers) -> Outcome:
+    """Tenant B's snapshot, by id."""
+    return _restore(b, ready_snapshot(b.w.b))
+
+
+@case("backups.snapshot:action:delete_everywhere")
+def snapshot_delete_everywhere(b: Browsers) -> Outcome:
+    snapshot = ready_snapshot(b.w.a)
+    r = b.action(Snapshot, "delete_everywhere", [snapshot])
+    return Outcome(b.w.may("snapshot.delete", b.w.a.cluster), r, deletion_queued(snapshot), refused_status=ACTION)
 
 
 # --- admins that never write: a POST to their pages is refused -----------------------------------------------

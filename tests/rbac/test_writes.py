@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 from rest_framework.test import APIClient
 
+from backups.models import BackupTarget, Restore, Snapshot
 from clusters.models import Cluster, ClusterConfigVersion, Project, Upgrade
 from portal.api.urls import router
 from portal.models import ApiToken, Job
@@ -24,7 +25,8 @@ from rbac.models import (
     ProjectRoleBinding,
     RoleTemplate,
 )
-from tests.rbac.writes import ROLES, World, make_world, own_token, queued_job
+from tests.rbac.writes import ROLES, World, deletion_queued, fleet_target, make_world, own_token, queued_job
+from tests.tenancy import UNREACHABLE_S3, backup_target, ready_snapshot
 
 
 @dataclass
@@ -426,6 +428,338 @@ def sso_test(w: World, c: APIClient) -> Outcome:
     provider = _provider()
     r = c.post(f"/v3/sso-providers/{provider.pk}/test/")
     return Outcome(w.may("ssoprovider.view"), r, None, allowed_status=(200, 400))
+
+
+# --- CIS scans and notifiers (issue 11) ------------------------------------------------------------------
+
+def _profile(name: str = "mine"):
+    from scans.models import ScanProfile
+
+    return ScanProfile.objects.create(name=name, benchmark="rke-cis-1.4", skips={"1.1.11": "local images"})
+
+
+def _schedule(w: World):
+    from scans.models import ScanProfile, ScanSchedule
+
+    return ScanSchedule.objects.create(cluster=w.a.cluster, profile=ScanProfile.objects.get(name="rke-cis-1.4-hardened"))
+
+
+def _notifier(name: str = "ops-slack"):
+    from notifiers.models import Notifier
+
+    return Notifier.objects.create(name=name, kind="slack", slack_webhook_url="http://127.0.0.1:9/hook")
+
+
+@case("clusters/<pk>/scan")
+def cluster_scan(w: World, c: APIClient) -> Outcome:
+    """``POST /v3/clusters/{id}/scan/``: the scan action in the cluster (cluster members hold scan.scan)."""
+    from scans.models import Scan
+
+    r = c.post(f"/v3/clusters/{w.a.cluster.pk}/scan/", {}, format="json")
+    expected = w.sees_cluster(w.a.cluster) and w.may("scan.scan", w.a.cluster)
+    return Outcome(expected, r, Scan.objects.filter(cluster=w.a.cluster).exists(), allowed_status=(202,))
+
+
+@case("clusters/<pk>/scan@other-tenant")
+def cluster_scan_elsewhere(w: World, c: APIClient) -> Outcome:
+    from scans.models import Scan
+
+    r = c.post(f"/v3/clusters/{w.b.cluster.pk}/scan/", {}, format="json")
+    expected = w.sees_cluster(w.b.cluster) and w.may("scan.scan", w.b.cluster)
+    return Outcome(expected, r, Scan.objects.filter(cluster=w.b.cluster).exists(), allowed_status=(202,))
+
+
+@case("scan-profiles.create")
+def scanprofile_create(w: World, c: APIClient) -> Outcome:
+    from scans.models import ScanProfile
+
+    r = c.post("/v3/scan-profiles/", {"name": "made", "benchmark": "cis-1.8", "skips": {"1.2.16": "why not"}},
+               format="json")
+    return Outcome(w.may("scanprofile.add"), r, ScanProfile.objects.filter(name="made").exists())
+
+
+@case("scan-profiles.update", "scan-profiles.partial_update")
+def scanprofile_update(w: World, c: APIClient) -> Outcome:
+    from scans.models import ScanProfile
+
+    profile = _profile()
+    r = c.patch(f"/v3/scan-profiles/{profile.pk}/", {"description": "changed"}, format="json")
+    return Outcome(w.may("scanprofile.change"), r, ScanProfile.objects.get(pk=profile.pk).description == "changed")
+
+
+@case("scan-profiles.destroy")
+def scanprofile_delete(w: World, c: APIClient) -> Outcome:
+    from scans.models import ScanProfile
+
+    profile = _profile()
+    r = c.delete(f"/v3/scan-profiles/{profile.pk}/")
+    return Outcome(w.may("scanprofile.delete"), r, not ScanProfile.objects.filter(pk=profile.pk).exists())
+
+
+@case("scans.destroy")
+def scan_delete(w: World, c: APIClient) -> Outcome:
+    from scans.models import Scan
+
+    scan = Scan.objects.create(cluster=w.a.cluster, benchmark="rke-cis-1.4", state="passed")
+    r = c.delete(f"/v3/scans/{scan.pk}/")
+    return Outcome(w.may("scan.delete", w.a.cluster), r, not Scan.objects.filter(pk=scan.pk).exists())
+
+
+@case("scan-schedules.create")
+def schedule_create(w: World, c: APIClient) -> Outcome:
+    from scans.models import ScanProfile, ScanSchedule
+
+    profile = ScanProfile.objects.get(name="rke-cis-1.4-hardened")
+    r = c.post("/v3/scan-schedules/", {"cluster": w.a.cluster.pk, "profile": profile.pk, "cron": "0 3 * * *",
+                                       "keep_last": 3}, format="json")
+    expected = w.may("scan.add", w.a.cluster) and w.sees_cluster(w.a.cluster) and w.may("scanprofile.view")
+    return Outcome(expected, r, ScanSchedule.objects.filter(cluster=w.a.cluster).exists())
+
+
+@case("scan-schedules.create@other-tenant")
+def schedule_create_elsewhere(w: World, c: APIClient) -> Outcome:
+    from scans.models import ScanProfile, ScanSchedule
+
+    profile = ScanProfile.objects.get(name="cis-1.8-hardened")
+    r = c.post("/v3/scan-schedules/", {"cluster": w.b.cluster.pk, "profile": profile.pk, "cron": "0 3 * * *"},
+               format="json")
+    expected = w.may("scan.add", w.b.cluster) and w.sees_cluster(w.b.cluster)
+    refused = (403, 404) if w.sees_cluster(w.b.cluster) else (400, 403)
+    return Outcome(expected, r, ScanSchedule.objects.filter(cluster=w.b.cluster).exists(), allowed_status=(201,),
+                   refused_status=refused)
+
+
+@case("scan-schedules.update", "scan-schedules.partial_update")
+def schedule_update(w: World, c: APIClient) -> Outcome:
+    from scans.models import ScanSchedule
+
+    schedule = _schedule(w)
+    r = c.patch(f"/v3/scan-schedules/{schedule.pk}/", {"cron": "30 4 * * 1"}, format="json")
+    return Outcome(w.may("scan.change", w.a.cluster), r, ScanSchedule.objects.get(pk=schedule.pk).cron == "30 4 * * 1")
+
+
+@case("scan-schedules.destroy")
+def schedule_delete(w: World, c: APIClient) -> Outcome:
+    from scans.models import ScanSchedule
+
+    schedule = _schedule(w)
+    r = c.delete(f"/v3/scan-schedules/{schedule.pk}/")
+    return Outcome(w.may("scan.delete", w.a.cluster), r, not ScanSchedule.objects.filter(pk=schedule.pk).exists())
+
+
+@case("scan-alerts.create")
+def alert_create(w: World, c: APIClient) -> Outcome:
+    from scans.models import ScanAlert
+
+    schedule, notifier = _schedule(w), _notifier()
+    r = c.post("/v3/scan-alerts/", {"schedule": schedule.pk, "notifier": notifier.pk, "when": "always"}, format="json")
+    expected = w.may("scan.add", w.a.cluster) and w.may("notifier.view")
+    # A notifier the caller cannot see is, to them, no notifier at all: the field is refused (400).
+    return Outcome(expected, r, ScanAlert.objects.filter(schedule=schedule).exists(), refused_status=(400, 403, 404))
+
+
+@case("scan-alerts.update", "scan-alerts.partial_update")
+def alert_update(w: World, c: APIClient) -> Outcome:
+    from scans.models import ScanAlert
+
+    alert = ScanAlert.objects.create(schedule=_schedule(w), notifier=_notifier(), when="failure")
+    r = c.patch(f"/v3/scan-alerts/{alert.pk}/", {"when": "always"}, format="json")
+    return Outcome(w.may("scan.change", w.a.cluster), r, ScanAlert.objects.get(pk=alert.pk).when == "always")
+
+
+@case("scan-alerts.destroy")
+def alert_delete(w: World, c: APIClient) -> Outcome:
+    from scans.models import ScanAlert
+
+    alert = ScanAlert.objects.create(schedule=_schedule(w), notifier=_notifier(), when="failure")
+    r = c.delete(f"/v3/scan-alerts/{alert.pk}/")
+    # The write rule: every object a write points to is one the caller may see — the notifier too.
+    expected = w.may("scan.delete", w.a.cluster) and w.may("notifier.view")
+    return Outcome(expected, r, not ScanAlert.objects.filter(pk=alert.pk).exists())
+
+
+@case("notifiers.create")
+def notifier_create(w: World, c: APIClient) -> Outcome:
+    from notifiers.models import Notifier
+
+    r = c.post("/v3/notifiers/", {"name": "made", "kind": "email", "smtp_host": "127.0.0.1", "smtp_port": 2525,
+                                  "email_from": "corral@example.com", "email_to": "ops@example.com"}, format="json")
+    return Outcome(w.may("notifier.add"), r, Notifier.objects.filter(name="made").exists())
+
+
+@case("notifiers.update", "notifiers.partial_update")
+def notifier_update(w: World, c: APIClient) -> Outcome:
+    from notifiers.models import Notifier
+
+    notifier = _notifier()
+    r = c.patch(f"/v3/notifiers/{notifier.pk}/", {"description": "changed"}, format="json")
+    return Outcome(w.may("notifier.change"), r, Notifier.objects.get(pk=notifier.pk).description == "changed")
+
+
+@case("notifiers.destroy")
+def notifier_delete(w: World, c: APIClient) -> Outcome:
+    from notifiers.models import Notifier
+
+    notifier = _notifier()
+    r = c.delete(f"/v3/notifiers/{notifier.pk}/")
+    return Outcome(w.may("notifier.delete"), r, not Notifier.objects.filter(pk=notifier.pk).exists())
+
+
+@case("notifiers.test")
+def notifier_test(w: World, c: APIClient) -> Outcome:
+    """Sending a test message is a change's right; nothing listens at the URL, so an allowed try answers 409."""
+    notifier = _notifier()
+    r = c.post(f"/v3/notifiers/{notifier.pk}/test/")
+    return Outcome(w.may("notifier.change"), r, None, allowed_status=(200, 409))
+
+
+# --- backups -------------------------------------------------------------------------------------------
+
+def _target_body(cluster: Cluster | None, name: str = "new-target") -> dict:
+    return {"name": name, "cluster": cluster.pk if cluster is not None else None, "endpoint": UNREACHABLE_S3,
+            "bucket": "new-bucket", "access_key": "AKIANEWACCESSKEY0001", "secret_key": "new-secret-key-0123456789"}
+
+
+@case("backuptargets.create")
+def target_create(w: World, c: APIClient) -> Outcome:
+    r = c.post("/v3/backuptargets/", _target_body(w.a.cluster), format="json")
+    expected = w.may("backuptarget.add", w.a.cluster) and w.sees_cluster(w.a.cluster)
+    return Outcome(expected, r, BackupTarget.objects.filter(name="new-target").exists(), allowed_status=(201,))
+
+
+@case("backuptargets.create@other-tenant")
+def target_create_elsewhere(w: World, c: APIClient) -> Outcome:
+    """A target pointed at tenant B's cluster (its snapshots would go to a bucket the actor holds the keys of)."""
+    r = c.post("/v3/backuptargets/", _target_body(w.b.cluster, "planted"), format="json")
+    expected = w.may("backuptarget.add", w.b.cluster) and w.sees_cluster(w.b.cluster)
+    refused = (403, 404) if w.sees_cluster(w.b.cluster) else (400, 403)  # an invisible cluster is no cluster: 400
+    return Outcome(expected, r, BackupTarget.objects.filter(name="planted").exists(), allowed_status=(201,),
+                   refused_status=refused)
+
+
+@case("backuptargets.create@fleet-wide")
+def target_create_fleet(w: World, c: APIClient) -> Outcome:
+    """A target with no cluster is the fleet's: global roles only, whatever one holds on a cluster."""
+    r = c.post("/v3/backuptargets/", _target_body(None, "fleet-new"), format="json")
+    return Outcome(w.may("backuptarget.add"), r, BackupTarget.objects.filter(name="fleet-new").exists(),
+                   allowed_status=(201,))
+
+
+@case("backuptargets.update", "backuptargets.partial_update")
+def target_update(w: World, c: APIClient) -> Outcome:
+    target = backup_target(w.a)
+    r = c.patch(f"/v3/backuptargets/{target.pk}/", {"folder": "changed"}, format="json")
+    changed = BackupTarget.objects.get(pk=target.pk).folder == "changed"
+    return Outcome(w.may("backuptarget.change", w.a.cluster), r, changed)
+
+
+@case("backuptargets.update@move")
+def target_move(w: World, c: APIClient) -> Outcome:
+    """Cluster A's target is pointed at tenant B's cluster: allowed only where both ends allow it."""
+    target = backup_target(w.a)
+    r = c.patch(f"/v3/backuptargets/{target.pk}/", {"cluster": w.b.cluster.pk}, format="json")
+    moved = BackupTarget.objects.get(pk=target.pk).cluster_id == w.b.cluster.pk
+    expected = (w.may("backuptarget.change", w.a.cluster) and w.may("backuptarget.change", w.b.cluster)
+                and w.sees_cluster(w.b.cluster))
+    return Outcome(expected, r, moved, refused_status=(400, 403, 404))
+
+
+@case("backuptargets.update@fleet-wide")
+def target_to_fleet(w: World, c: APIClient) -> Outcome:
+    """Cluster A's target made fleet-wide (cluster emptied): a global write."""
+    target = backup_target(w.a)
+    r = c.patch(f"/v3/backuptargets/{target.pk}/", {"cluster": None}, format="json")
+    changed = BackupTarget.objects.get(pk=target.pk).cluster_id is None
+    expected = w.may("backuptarget.change", w.a.cluster) and w.may("backuptarget.change")
+    return Outcome(expected, r, changed)
+
+
+@case("backuptargets.update@fleet-target")
+def fleet_target_update(w: World, c: APIClient) -> Outcome:
+    target = fleet_target(w)
+    r = c.patch(f"/v3/backuptargets/{target.pk}/", {"folder": "changed"}, format="json")
+    changed = BackupTarget.objects.get(pk=target.pk).folder == "changed"
+    return Outcome(w.may("backuptarget.change"), r, changed)
+
+
+@case("backuptargets.destroy")
+def target_delete(w: World, c: APIClient) -> Outcome:
+    target = backup_target(w.a)
+    r = c.delete(f"/v3/backuptargets/{target.pk}/")
+    return Outcome(w.may("backuptarget.delete", w.a.cluster), r, not BackupTarget.objects.filter(pk=target.pk).exists())
+
+
+def _snapshot_taken(w: World) -> bool:
+    taken = Snapshot.objects.filter(cluster=w.a.cluster).first()
+    if taken is not None:
+        assert Job.objects.filter(kind="backups.snapshot", pk=taken.job_id).exists(), "a snapshot without its job"
+    return taken is not None
+
+
+@case("clusters.snapshot")
+def cluster_snapshot(w: World, c: APIClient) -> Outcome:
+    r = c.post(f"/v3/clusters/{w.a.cluster.pk}/snapshot/", {"target": None}, format="json")
+    return Outcome(w.may("cluster.snapshot", w.a.cluster), r, _snapshot_taken(w), allowed_status=(202,))
+
+
+@case("clusters.snapshot@target")
+def cluster_snapshot_to_target(w: World, c: APIClient) -> Outcome:
+    """To the cluster's own S3 target: the target must be one the actor may see as well."""
+    target = backup_target(w.a)
+    r = c.post(f"/v3/clusters/{w.a.cluster.pk}/snapshot/", {"target": target.name}, format="json")
+    expected = w.may("cluster.snapshot", w.a.cluster) and w.may("backuptarget.view", w.a.cluster)
+    if _snapshot_taken(w):
+        assert Snapshot.objects.get(cluster=w.a.cluster).target_id == target.pk
+    return Outcome(expected, r, _snapshot_taken(w), allowed_status=(202,))
+
+
+@case("clusters.snapshot@other-tenant-target")
+def cluster_snapshot_to_their_target(w: World, c: APIClient) -> Outcome:
+    """Cluster A's snapshot sent to tenant B's bucket: a target of another cluster is no target of this one."""
+    theirs = backup_target(w.b)
+    r = c.post(f"/v3/clusters/{w.a.cluster.pk}/snapshot/", {"target": theirs.name}, format="json")
+    return Outcome(False, r, _snapshot_taken(w), refused_status=(400, 403, 404))
+
+
+@case("snapshots.restore")
+def snapshot_restore(w: World, c: APIClient) -> Outcome:
+    snapshot = ready_snapshot(w.a)
+    r = c.post(f"/v3/snapshots/{snapshot.pk}/restore/", {"parts": "etcd"}, format="json")
+    expected = w.may("cluster.restore", w.a.cluster) and w.may("snapshot.view", w.a.cluster)
+    return Outcome(expected, r, Restore.objects.filter(snapshot=snapshot).exists(), allowed_status=(202,))
+
+
+@case("snapshots.restore@other-tenant")
+def snapshot_restore_elsewhere(w: World, c: APIClient) -> Outcome:
+    """Tenant B's snapshot, by id."""
+    snapshot = ready_snapshot(w.b)
+    r = c.post(f"/v3/snapshots/{snapshot.pk}/restore/", {"parts": "etcd"}, format="json")
+    expected = w.may("cluster.restore", w.b.cluster) and w.may("snapshot.view", w.b.cluster)
+    return Outcome(expected, r, Restore.objects.filter(snapshot=snapshot).exists(), allowed_status=(202,))
+
+
+@case("snapshots.destroy")
+def snapshot_delete(w: World, c: APIClient) -> Outcome:
+    snapshot = ready_snapshot(w.a)
+    r = c.delete(f"/v3/snapshots/{snapshot.pk}/")
+    return Outcome(w.may("snapshot.delete", w.a.cluster), r, deletion_queued(snapshot), allowed_status=(202,))
+
+
+@case("snapshots.discover")
+def snapshot_discover(w: World, c: APIClient) -> Outcome:
+    """Reading a bucket's manifests needs ``cluster.snapshot`` and a target one may see. The bucket answers
+    nothing: an allowed caller hears 409 (it cannot be reached), a refused one 403/404."""
+    from unittest import mock
+
+    target = backup_target(w.a)
+    with mock.patch("backups.snapshots.cluster_identity", return_value="uid-of-cluster-a"):  # no cluster to ask
+        r = c.post("/v3/snapshots/discover/", {"cluster": w.a.cluster.pk, "target": target.name}, format="json")
+    expected = (w.sees_cluster(w.a.cluster) and w.may("cluster.snapshot", w.a.cluster)
+                and w.may("backuptarget.view", w.a.cluster))
+    if expected and r.status_code == 409:
+        assert "cannot be reached" in r.json()["error"]["message"], r.content[:300]
+    assert not Snapshot.objects.filter(trigger=Snapshot.Trigger.DISCOVERED).exists()
+    return Outcome(expected, r, None, allowed_status=(409,))
 
 
 # --- the generated tests -------------------------------------------------------------------------------

@@ -149,3 +149,20 @@ def queued_job(world: World, status: str = "queued") -> Job:
 
 def own_token(world: World) -> ApiToken:
     return ApiToken.issue(world.actor, description="mine")[0]
+
+
+# --- backups ------------------------------------------------------------------------------------------
+
+def fleet_target(world: World):
+    """A fleet-wide backup target (no cluster): managed by global roles only."""
+    from backups.models import BackupTarget
+    from tests.tenancy import UNREACHABLE_S3
+
+    return BackupTarget.objects.create(name="fleet-s3", endpoint=UNREACHABLE_S3, bucket="fleet-bucket",
+                                       access_key="AKIAFLEETACCESSKEY01", secret_key="fleet-secret-key-0123456789")
+
+
+def deletion_queued(snapshot) -> bool:
+    """A backups.delete job was queued for ``snapshot`` (the job, not the request, removes its copies)."""
+    return any(snapshot.pk in (job.params or {}).get("snapshot_ids", [])
+               for job in Job.objects.filter(kind="backups.delete"))

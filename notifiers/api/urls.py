@@ -1,0 +1,5 @@
+from notifiers.api.views import NotifierViewSet
+
+
+def register(router) -> None:
+    router.register("notifiers", NotifierViewSet, basename="notifier")
