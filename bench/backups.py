@@ -282,10 +282,9 @@ def big_cluster(stack: Stack, args: argparse.Namespace) -> list[str]:
                 print(f"    +{parse_time(line['at']) - started_at:6.2f} s  {line['message']}")
         diff = report.get("difference") or {}
         missing, extra = diff.get("missing") or [], diff.get("extra") or []
-        print(f"  objects          {report.get('objects_in_snapshot', 'n/a')} in the snapshot's manifest (report "
-              f"objects_in_snapshot: its inventory less Corral's own, events, leases, pods … included), "
-              f"{report.get('objects_now', 'n/a')} on the cluster now (objects_now: resources.inventory, which leaves "
-              f"volatile and controller-owned objects out; the two are not counted alike)")
+        print(f"  objects          {report.get('objects_in_snapshot', 'n/a')} compared from the snapshot's inventory, "
+              f"{report.get('objects_now', 'n/a')} on the cluster now (both without events, leases, endpoints, nodes, "
+              f"controller-made pods/replicasets/jobs and Corral's own snapshot machinery)")
         print(f"  difference       {len(missing)} missing, {len(extra)} extra"
               + (f": missing {missing[:5]}, extra {extra[:5]}" if missing or extra else ""))
         after_later = kube.count(f"{LABEL}=later")["configmaps"]

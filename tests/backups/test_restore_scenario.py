@@ -163,3 +163,33 @@ def test_each_restore_type_changes_what_it_must_and_nothing_else(rs, admin_user,
         assert cluster.config.document["services"]["kubelet"]["extra_args"] == {}
     finally:
         kube.close()
+
+
+def test_a_k3s_cluster_is_snapshotted_on_its_server_and_restored_with_its_version(admin_user, run_jobs):
+    from clusters.upgrades.testing import k3s_cluster
+    from kubesim import start_fleet
+
+    sim = start_fleet({"clusters": [k3s_cluster("kx", servers=1, agents=2)]})
+    try:
+        cluster = inventory.import_cluster(name="kx", kubeconfig=sim.kubeconfig("kx"), user=admin_user)
+        api = client_for(sim.kubeconfig("kx"))
+        apps = client.AppsV1Api(api)
+        core = client.CoreV1Api(api)
+        snapshot = take(cluster, admin_user, run_jobs)
+        assert snapshot.node == "kx-server-1" and "/var/lib/rancher/k3s/server/db/snapshots/" in snapshot.location
+        change(cluster, admin_user, run_jobs, version="v1.17.5+k3s1")
+        apps.create_namespaced_deployment("default", {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "later"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "later"}},
+                     "template": {"metadata": {"labels": {"app": "later"}},
+                                  "spec": {"containers": [{"name": "c", "image": "nginx:1.17.9"}]}}}})
+        assert {n.status.node_info.kubelet_version for n in core.list_node().items} == {"v1.17.5+k3s1"}
+        restore(snapshot, Restore.Parts.KUBERNETES, admin_user, run_jobs)
+        assert [d.metadata.name for d in apps.list_namespaced_deployment("default").items] == []
+        assert {n.status.node_info.kubelet_version for n in core.list_node().items} == {"v1.17.4+k3s1"}
+        cluster.refresh_from_db()
+        assert cluster.kubernetes_version == "v1.17.4+k3s1"
+        assert cluster.config.document["kubernetes_version"] == "v1.17.4+k3s1"
+        api.close()
+    finally:
+        sim.stop()
