@@ -271,8 +271,14 @@ def api_client(kubeconfig: str | dict[str, Any], *, allow_insecure: bool = False
     return k8s.ApiClient(configuration)
 
 
-def explain(exc: BaseException, server: str = "") -> ClusterError:
-    """Turn a client exception into a ClusterError with a sentence an operator can act on."""
+IMPORT_NEEDS = "Corral needs to read /version and to list nodes to import and watch a cluster"
+
+
+def explain(exc: BaseException, server: str = "", doing: str = "") -> ClusterError:
+    """Turn a client exception into a ClusterError with a sentence an operator can act on.
+
+    ``doing`` names the step that failed ("list nodes"), so a 403 says which permission is missing.
+    """
     where = f" at {server}" if server else ""
     if isinstance(exc, ClusterError):
         return exc
@@ -286,6 +292,9 @@ def explain(exc: BaseException, server: str = "") -> ClusterError:
         if status == 401:
             return ClusterError(f"The cluster{where} refused the credentials (401 Unauthorized): the token or "
                                 "certificate is wrong, expired or revoked.", status=401)
+        if status == 403 and doing:
+            return ClusterError(f"The credentials are valid but may not {doing} (403 Forbidden); {IMPORT_NEEDS}. "
+                                f"The API server{where} said: {message}", status=403)
         if status == 403:
             return ClusterError(f"The credentials are valid but not allowed to do this (403 Forbidden): {message}",
                                 status=403)
@@ -361,12 +370,14 @@ def look(kubeconfig: str | dict[str, Any], *, allow_insecure: bool = False,
     doc = parse_kubeconfig(kubeconfig, allow_insecure) if isinstance(kubeconfig, str) else kubeconfig
     server = server_of(doc)
     api = api_client(doc)
+    doing = "read the server's version (/version)"
     try:
         version = k8s.VersionApi(api).get_code(_request_timeout=timeout)
+        doing = "list nodes"
         raw = k8s.CoreV1Api(api).list_node(_preload_content=False, _request_timeout=timeout)
         nodes = json.loads(raw.data).get("items") or []
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reason in words
-        raise explain(exc, server) from None
+        raise explain(exc, server, doing) from None
     finally:
         api.close()
     git_version = version.git_version

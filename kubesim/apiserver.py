@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import admission, errors, openapi
+from . import admission, dryrun, errors, openapi, ssa
 from .errors import ApiError
 from .patch import json_patch, merge_patch, strategic_merge
 from .resources import ResourceType
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .cluster import Cluster
 
 JSON = "application/json"
+REVIEW_GROUPS = frozenset({"authorization.k8s.io", "authentication.k8s.io"})
 SPEC_KINDS_RESET_STATUS = {"Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job", "PodDisruptionBudget"}
 
 
@@ -41,6 +42,7 @@ class Request:
     query: dict[str, str]
     headers: Mapping[str, str]  # lower-case names
     body: bytes = b""
+    user: Any = None  # authz.UserInfo of a non-admin identity (None: the cluster's admin)
 
 
 @dataclass
@@ -98,9 +100,14 @@ class ApiServer:
     # ------------------------------------------------------------------ routing
     def handle(self, req: Request) -> Response:
         try:
+            if dryrun.requested(req):
+                with dryrun.active(self.store):
+                    return self._route(req)
             return self._route(req)
         except ApiError as e:
             return json_response(e.code, e.status(), e.headers)
+        finally:
+            ssa.end()
 
     def _route(self, req: Request) -> Response:
         path = req.path.rstrip("/") or "/"
@@ -111,8 +118,13 @@ class ApiServer:
             return Response(200, b"ok", "text/plain; charset=utf-8")
         if path == "/api":
             return json_response(200, idx.api_versions(self.cluster.server_address()))
-        if path == "/apis":
-            return json_response(200, idx.group_list())
+        if path == "/apis" or path.startswith("/apis/metrics.k8s.io"):
+            from . import metrics  # metrics-server's aggregated API, while it runs (metrics.py)
+
+            if path == "/apis":
+                return json_response(200, metrics.group_list(self.cluster, idx.group_list()))
+            if path == "/apis/metrics.k8s.io" or path.startswith("/apis/metrics.k8s.io/"):
+                return metrics.handle(self.cluster, path, req)
         if path.startswith("/openapi/"):
             return openapi.handle(self.cluster, idx, path, req)
         parts = path.strip("/").split("/")
@@ -157,6 +169,11 @@ class ApiServer:
     def _dispatch(self, req: Request, rt: ResourceType, version: str, ns: str | None, name: str | None,
                   sub: str | None, watch: bool) -> Response:
         m = req.method
+        ssa.begin(req, rt, ns, name, sub)
+        if rt.group in REVIEW_GROUPS:  # access reviews (authz.py): answered, never stored
+            from .authz import review
+
+            return review(self.cluster, req, rt, version, ns)
         as_table = _wants_table(req.headers.get("accept", ""))
         if name is None:
             if m == "GET":
@@ -233,6 +250,7 @@ class ApiServer:
             raise errors.bad_request(f"container {c} is not valid for pod {meta['name']}")
         runtime = self.cluster.nodes.get(node)
         lines = runtime.logs.lines(meta.get("uid", ""), c) if runtime is not None else None
+        seen = len(lines) if lines is not None else 0
         if lines is None:
             lines = [(now_iso(), f"kubesim: simulated container {c} of pod {meta['namespace']}/{meta['name']} "
                                  f"on {node or '<none>'}")]
@@ -240,6 +258,10 @@ class ApiServer:
         if tail and tail.lstrip("-").isdigit() and int(tail) >= 0:
             lines = lines[len(lines) - int(tail):] if int(tail) else []
         stamps = truthy(q.get("timestamps"))
+        if truthy(q.get("follow")):  # streamed until the pod ends or the client leaves (podlogs.py)
+            from .podlogs import follow
+
+            return follow(self, pod, c, lines, seen, stamps, q.get("limitBytes"))
         text = "".join(f"{ts} {line}\n" if stamps else f"{line}\n" for ts, line in lines).encode()
         limit = q.get("limitBytes")
         if limit and limit.isdigit() and int(limit) > 0:
@@ -421,6 +443,7 @@ class ApiServer:
             if rt.kind not in ("Event",):
                 meta["generation"] = 1
             cluster.on_create(rt, obj)
+            ssa.on_create(self, rt, obj)
             if dry_run:
                 return obj
             self.store.put(rt.key, obj, rt.field_getter)
@@ -477,6 +500,7 @@ class ApiServer:
             if {k: v for k, v in new.items() if k not in strip} != {k: v for k, v in old.items() if k not in strip}:
                 meta["generation"] = om["generation"] + 1
         meta["resourceVersion"] = om["resourceVersion"]
+        ssa.on_update(self, rt, old, new, subresource)
         if om.get("deletionTimestamp") and not meta.get("finalizers") and rt.kind != "Namespace" and rt.kind != "Pod":
             self.store.remove(rt.key, om.get("namespace", ""), om["name"], new, rt.field_getter)
             cluster.after_write(rt, new, "DELETED")
@@ -512,13 +536,15 @@ class ApiServer:
             if old_entry is None:
                 if ctype == "application/apply-patch+yaml" and isinstance(doc, dict):
                     doc.setdefault("metadata", {})["name"] = name
-                    return self.create(rt, ns, doc)
+                    return self.create(rt, ns, ssa.apply(self, rt, None, doc, force))
                 raise errors.not_found(rt.plural, rt.group, name)
             old = old_entry.obj()
             if ctype == "application/json-patch+json":
                 new = json_patch(old, doc)
             elif ctype == "application/merge-patch+json":
                 new = merge_patch(old, doc)
+            elif ctype == ssa.APPLY:
+                new = ssa.apply(self, rt, old, doc, force, subresource)
             else:
                 if not isinstance(doc, dict):
                     raise errors.bad_request("patch body must be a JSON object")
@@ -547,8 +573,6 @@ class ApiServer:
             if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
                 raise errors.conflict(rt.plural, rt.group, name,
                                       f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, ResourceVersion in object meta: {meta.get('resourceVersion')}")
-            if options.get("dryRun"):
-                return obj
             policy = options.get("propagationPolicy")
             if policy is None and options.get("orphanDependents"):
                 policy = "Orphan"

@@ -18,7 +18,8 @@ from .sim import start_fleet
 
 def _serve(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    sim = start_fleet(args.fleet, host=args.host, port=args.port, time_scale=args.time_scale)
+    sim = start_fleet(args.fleet, host=args.host, port=args.port, time_scale=args.time_scale,
+                      state_dir=args.state_dir, state_interval=args.state_interval)
     took = time.monotonic() - t0
     print(f"kubesim: {len(sim.clusters)} cluster(s) serving at {sim.base_url} (started in {took:.1f}s)", flush=True)
     if args.kubeconfig_dir:
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=6443)
     s.add_argument("--time-scale", type=float, default=None, help="multiply every simulated duration")
     s.add_argument("--kubeconfig-dir", help="write one kubeconfig per cluster (and kubesim-ca.crt) here")
+    s.add_argument("--state-dir", help="keep the fleet here (CA, tokens, objects, nodes) and load it on start")
+    s.add_argument("--state-interval", type=float, default=5.0, help="seconds between state writes (default 5)")
     s.add_argument("-v", "--verbose", action="store_true")
     for name, helptext in (("snapshot", "save a cluster's etcd snapshot"), ("restore", "restore a cluster from a snapshot")):
         e = sub.add_parser(name, help=helptext)

@@ -191,6 +191,7 @@ class Cluster:
         self.timings = timings
         self.token = token or secrets.token_urlsafe(24)
         self.old_tokens: set[str] = set()
+        self.users: dict[str, Any] = {}  # static bearer token -> authz.UserInfo (fleet-file users)
         self.base_path = base_path
         self.server_url = server_url
         self.online = True
@@ -284,6 +285,10 @@ class Cluster:
                 spec["clusterIP"] = f"10.43.{(n // 250) % 250}.{n % 250 + 1}"
         elif rt.kind == "CustomResourceDefinition":
             self._crd_status(obj)
+        elif rt.kind == "Secret" and obj.get("type") == "kubernetes.io/service-account-token":
+            from .authz import fill_sa_token
+
+            fill_sa_token(self, obj)  # the token controller's work
 
     def on_update(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> None:
         if rt.kind == "CustomResourceDefinition":

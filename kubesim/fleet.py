@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from . import authz
 from .cluster import Cluster, NodeRuntime, Timings
 from .controllers import kubebench
 from .controllers.upgrades import SUC_NAME, SUC_NS, plan_crd
@@ -48,10 +49,18 @@ class ClusterSpec:
     token: str | None = None
     kubelet_args: dict[str, str] = field(default_factory=dict)
     system_upgrade_controller: bool | None = None  # None: installed on k3s clusters only
+    users: list[dict[str, Any]] = field(default_factory=list)  # [{name, token, groups}] (authz.py)
+    service_accounts: list[dict[str, Any]] = field(default_factory=list)  # [{name, namespace, token}]
 
     @property
     def has_suc(self) -> bool:
         return self.kind == "k3s" if self.system_upgrade_controller is None else self.system_upgrade_controller
+
+    metrics_server: bool | None = None  # None: on k3s clusters only (metrics.py serves metrics.k8s.io while it runs)
+
+    @property
+    def has_metrics_server(self) -> bool:
+        return self.kind == "k3s" if self.metrics_server is None else self.metrics_server
 
 
 def _nodes(name: str, kind: str, raw: Any) -> list[NodeSpec]:
@@ -124,6 +133,11 @@ def load_spec(source: str | os.PathLike[str] | dict[str, Any]) -> tuple[list[Clu
                                      {str(k): str(v) for k, v in (raw.get("kubelet_args") or {}).items()},
                                      None if raw.get("system_upgrade_controller") is None
                                      else bool(raw["system_upgrade_controller"])))
+            specs[-1].users = copy.deepcopy(list(raw.get("users") or []))
+            if raw.get("metrics_server") is not None:
+                specs[-1].metrics_server = bool(raw["metrics_server"])
+            specs[-1].service_accounts = copy.deepcopy(list(raw.get("service_accounts") or []))
+            specs[-1].workloads += [{"manifest": m} for m in copy.deepcopy(list(raw.get("rbac") or []))]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError("cluster names must be unique")
@@ -180,9 +194,12 @@ def system_objects(spec: ClusterSpec, minor: int) -> list[dict[str, Any]]:
     elif spec.kind == "k3s":
         objs.append(_deployment("coredns", "kube-system", 1, "rancher/coredns-coredns:1.6.3", {"k8s-app": "kube-dns"}, dns_extra))
         objs.append(_deployment("local-path-provisioner", "kube-system", 1, "rancher/local-path-provisioner:v0.0.11"))
-        objs.append(_deployment("metrics-server", "kube-system", 1, "rancher/metrics-server:v0.3.6", {"k8s-app": "metrics-server"}))
     else:
         objs.append(_deployment("coredns", "kube-system", 2, "k8s.gcr.io/coredns:1.6.7", {"k8s-app": "kube-dns"}, dns_extra))
+    if spec.has_metrics_server:
+        image = "rancher/metrics-server:v0.3.6" if spec.kind == "k3s" else "registry.k8s.io/metrics-server/metrics-server:v0.6.4"
+        objs.append(_deployment("metrics-server", "kube-system", 1, image, {"k8s-app": "metrics-server"}))
+    objs += authz.default_rbac(minor)  # system:discovery, system:public-info-viewer, system:basic-user
     objs.append(kubebench.kubeadm_config(spec.kind, spec.version))  # the API server's flags (kubebench.py)
     if spec.has_suc:
         objs = [plan_crd(minor), *objs, *suc_objects(spec.kind)]
@@ -264,6 +281,8 @@ def build_cluster(spec: ClusterSpec, loop: Loop, timings: Timings, time_scale: f
             c.controllers.kubelets.register(rt)
         for obj in system_objects(spec, c.minor) + workload_objects(spec):
             create_object(c, obj)
+        if spec.users or spec.service_accounts:
+            authz.install(c, spec.users, spec.service_accounts)
         settle(c)
         c.store.reset_watch_cache()  # the fleet "has been running": history starts now
     c.record_events = True

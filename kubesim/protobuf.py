@@ -111,6 +111,22 @@ SCHEMAS: dict[str, F] = {
                            3: ("roleRef", "m", "RoleRef")},
     "Subject": {1: ("kind", "s", None), 2: ("apiGroup", "s", None), 3: ("name", "s", None), 4: ("namespace", "s", None)},
     "RoleRef": {1: ("apiGroup", "s", None), 2: ("kind", "s", None), 3: ("name", "s", None)},
+    # authorization.k8s.io/v1 and authentication.k8s.io/v1 (kubectl auth can-i / whoami; authz.py answers)
+    "SelfSubjectAccessReview": {1: ("metadata", "m", "ObjectMeta"), 2: ("spec", "m", "SubjectAccessReviewSpec")},
+    "SubjectAccessReview": {1: ("metadata", "m", "ObjectMeta"), 2: ("spec", "m", "SubjectAccessReviewSpec")},
+    "LocalSubjectAccessReview": {1: ("metadata", "m", "ObjectMeta"), 2: ("spec", "m", "SubjectAccessReviewSpec")},
+    "SubjectAccessReviewSpec": {1: ("resourceAttributes", "m", "ResourceAttributes"),
+                                2: ("nonResourceAttributes", "m", "NonResourceAttributes"), 3: ("user", "s", None),
+                                4: ("groups", "rs", None), 6: ("uid", "s", None)},
+    "ResourceAttributes": {1: ("namespace", "s", None), 2: ("verb", "s", None), 3: ("group", "s", None),
+                           4: ("version", "s", None), 5: ("resource", "s", None), 6: ("subresource", "s", None),
+                           7: ("name", "s", None)},
+    "NonResourceAttributes": {1: ("path", "s", None), 2: ("verb", "s", None)},
+    "SelfSubjectRulesReview": {1: ("metadata", "m", "ObjectMeta"), 2: ("spec", "m", "SelfSubjectRulesReviewSpec")},
+    "SelfSubjectRulesReviewSpec": {1: ("namespace", "s", None)},
+    "SelfSubjectReview": {1: ("metadata", "m", "ObjectMeta")},
+    "TokenReview": {1: ("metadata", "m", "ObjectMeta"), 2: ("spec", "m", "TokenReviewSpec")},
+    "TokenReviewSpec": {1: ("token", "s", None), 2: ("audiences", "rs", None)},
 }
 
 # Pointer fields in Go: present means set, even when zero or false.

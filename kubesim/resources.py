@@ -204,7 +204,22 @@ def builtin_types() -> list[ResourceType]:
         ResourceType(rbac_g, ("v1",), "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", False,
                      has_status=False),
     ]
-    return core + apps + other + rbac
+    authz_g, authn_g, create = "authorization.k8s.io", "authentication.k8s.io", ("create",)
+    reviews = [  # answered by authz.py, never stored
+        ResourceType(authz_g, ("v1", "v1beta1"), "selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", False,
+                     verbs=create, has_status=False, version_ranges=(("v1", 0, 999), ("v1beta1", 0, 21))),
+        ResourceType(authz_g, ("v1", "v1beta1"), "selfsubjectrulesreviews", "selfsubjectrulesreview", "SelfSubjectRulesReview", False,
+                     verbs=create, has_status=False, version_ranges=(("v1", 0, 999), ("v1beta1", 0, 21))),
+        ResourceType(authz_g, ("v1", "v1beta1"), "subjectaccessreviews", "subjectaccessreview", "SubjectAccessReview", False,
+                     verbs=create, has_status=False, version_ranges=(("v1", 0, 999), ("v1beta1", 0, 21))),
+        ResourceType(authz_g, ("v1", "v1beta1"), "localsubjectaccessreviews", "localsubjectaccessreview", "LocalSubjectAccessReview", True,
+                     verbs=create, has_status=False, version_ranges=(("v1", 0, 999), ("v1beta1", 0, 21))),
+        ResourceType(authn_g, ("v1", "v1beta1"), "tokenreviews", "tokenreview", "TokenReview", False,
+                     verbs=create, has_status=False, version_ranges=(("v1", 0, 999), ("v1beta1", 0, 21))),
+        ResourceType(authn_g, ("v1", "v1beta1"), "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", False,
+                     verbs=create, has_status=False, version_ranges=(("v1", 28, 999), ("v1beta1", 27, 999))),
+    ]
+    return core + apps + other + rbac + reviews
 
 
 BUILTIN: list[ResourceType] = builtin_types()

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from . import errors, etcd
+from . import authz, errors, etcd
 from .apiserver import Request, Response, json_response
 
 if TYPE_CHECKING:
@@ -101,11 +101,15 @@ class Handler(BaseHTTPRequestHandler):
                         return None
                     return self._send(json_response(503, errors.service_unavailable(
                         f"cluster {name} is unreachable").status()))
-                if not cluster.authorize(headers.get("authorization")):
-                    return self._send(json_response(401, errors.unauthorized().status()))
                 req = Request(self.command, "/" + sub, query, headers, body)
-                resp = cluster.api.handle(req)
-                return self._send(resp)
+                if cluster.authorize(headers.get("authorization")):  # the admin (system:masters): no RBAC
+                    if "impersonate-user" in headers or "impersonate-group" in headers:
+                        return self._send(authz.serve(cluster, authz.admin_user(cluster), req))
+                    return self._send(cluster.api.handle(req))
+                user = authz.authenticate(cluster, headers.get("authorization"))
+                if user is None:
+                    return self._send(json_response(401, errors.unauthorized().status()))
+                return self._send(authz.serve(cluster, user, req))
             if path.startswith("/etcd/"):
                 return self._send(self._etcd(path, headers, body))
             if path.startswith("/_sim"):
@@ -159,6 +163,9 @@ class Handler(BaseHTTPRequestHandler):
             for k, v in resp.headers.items():
                 self.send_header(k, v)
             if resp.stream is not None:
+                attach = getattr(resp.stream, "attach", None)
+                if attach is not None:  # lets a stream that writes rarely notice the client leaving (podlogs.py)
+                    attach(self.connection)
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 self.wfile.flush()

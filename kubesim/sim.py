@@ -28,7 +28,8 @@ class Fleet:
     """Handle on a running simulated fleet (thread-safe)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, time_scale: float = 1.0,
-                 timings: dict[str, float] | None = None, tls: bool = True) -> None:
+                 timings: dict[str, float] | None = None, tls: bool = True,
+                 state_dir: str | os.PathLike[str] | None = None, state_interval: float = 5.0) -> None:
         from .server import serve
         from .tls import make_serving_cert
 
@@ -39,8 +40,20 @@ class Fleet:
         self.clusters: dict[str, Cluster] = {}
         self.offline_mode: dict[str, str] = {}
         self.control = ControlApi(self)
-        self.cert = make_serving_cert(sorted({host, "127.0.0.1", "localhost"})) if tls else None
-        self._server, self._thread = serve(self, host, port, self.cert.server_context() if self.cert else None)
+        self.state = None  # persist.StateDir with --state-dir: the fleet survives restarts
+        if state_dir is not None:
+            from .persist import StateDir
+
+            self.state = StateDir(state_dir, state_interval)
+        hosts = sorted({host, "127.0.0.1", "localhost"})
+        self.cert = (self.state.serving_cert(hosts) if self.state else make_serving_cert(hosts)) if tls else None
+        ssl_ctx = self.cert.server_context() if self.cert else None
+        try:
+            self._server, self._thread = serve(self, host, self.state.port(port) if self.state else port, ssl_ctx)
+        except OSError:
+            if not self.state or port:
+                raise
+            self._server, self._thread = serve(self, host, 0, ssl_ctx)  # the previous run's port is taken
         h, p = self._server.server_address[:2]
         self.host, self.port = str(h), int(p)
         self.base_url = f"{'https' if tls else 'http'}://{self.host}:{self.port}"
@@ -50,6 +63,10 @@ class Fleet:
     def add_cluster(self, spec: ClusterSpec) -> Cluster:
         if spec.name in self.clusters:
             raise ValueError(f"cluster {spec.name} already exists")
+        if self.state is not None and self.state.has(spec.name):
+            c = self.state.load_cluster(self, spec.name, spec)
+            self.clusters[spec.name] = c
+            return c
         c = build_cluster(spec, self.loop, self.timings, self.time_scale, self.base_url)
         self.clusters[spec.name] = c
         return c
@@ -83,15 +100,25 @@ class Fleet:
     def etcd_url(self, name: str) -> str:
         return f"{self.base_url}/etcd/{name}"
 
-    def kubeconfig(self, name: str) -> str:
-        """A kubeconfig (YAML text) for one cluster: server URL and bearer token."""
+    def kubeconfig(self, name: str, user: str | None = None) -> str:
+        """A kubeconfig (YAML text) for one cluster: server URL and bearer token (the admin's, or the token of
+        fleet identity `user`: a user's name, or `NS/NAME` / `system:serviceaccount:NS:NAME` of a service account)."""
         c = self.cluster(name)
+        token, who = c.token, f"{name}-admin"
+        if user is not None:
+            from .authz import token_of
+
+            with c.lock:
+                token = token_of(c, user)
+            if token is None:
+                raise KeyError(f"cluster {name} has no identity {user!r} with a token")
+            who = f"{name}-{user.rsplit(':', 1)[-1].replace('/', '-')}"
         doc = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": name, "cluster": {"server": self.server_url(name),
                                                     **({"certificate-authority-data": self.cert.ca_data} if self.cert else {})}}],
-            "users": [{"name": f"{name}-admin", "user": {"token": c.token}}],
-            "contexts": [{"name": name, "context": {"cluster": name, "user": f"{name}-admin"}}],
+            "users": [{"name": who, "user": {"token": token}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": who}}],
             "current-context": name,
         }
         return yaml.safe_dump(doc, sort_keys=False)
@@ -212,6 +239,13 @@ class Fleet:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        if self.state is not None:
+            try:
+                self.state.stop(self)  # the last write: a restart finds the fleet as it was now
+            except Exception:
+                import logging
+
+                logging.getLogger("kubesim.persist").exception("saving the fleet state on shutdown failed")
         for c in self.clusters.values():
             c.api.stopping.set()
             c.online = False
@@ -259,7 +293,7 @@ class ControlApi:
                     f.remove_cluster(name)
                     return json_response(200, {"deleted": name})
                 if rest == ["kubeconfig"] and method == "GET":
-                    return Response(200, f.kubeconfig(name).encode(), "application/yaml")
+                    return Response(200, f.kubeconfig(name, query.get("user")).encode(), "application/yaml")
                 if rest == ["offline"] and method == "POST":
                     f.set_online(name, False, data.get("mode", "503"))
                     return json_response(200, f.info(name))
@@ -304,20 +338,27 @@ class ControlApi:
 
 def start_fleet(fleet: str | os.PathLike[str] | dict[str, Any] | None = None, host: str = "127.0.0.1",
                 port: int = 0, time_scale: float | None = None, timings: dict[str, float] | None = None,
-                tls: bool = True) -> Fleet:
+                tls: bool = True, state_dir: str | os.PathLike[str] | None = None,
+                state_interval: float = 5.0) -> Fleet:
     """Start a fleet in this process on background threads and return its handle.
 
     `fleet` is a fleet file path or an equivalent dict; `time_scale` multiplies
-    every simulated duration (0.05 makes a 10 s upgrade take half a second).
+    every simulated duration (0.05 makes a 10 s upgrade take half a second). With `state_dir` the
+    fleet is saved there every `state_interval` seconds and on `stop()`, and loaded from it on start
+    (persist.py).
     """
     defaults: dict[str, Any] = {}
     if fleet is not None:
         _, defaults = load_spec(fleet)
     scale = time_scale if time_scale is not None else float(defaults.get("time_scale", 1.0))
-    sim = Fleet(host, port, scale, {**(defaults.get("timings") or {}), **(timings or {})}, tls)
+    sim = Fleet(host, port, scale, {**(defaults.get("timings") or {}), **(timings or {})}, tls,
+                state_dir, state_interval)
     try:
         if fleet is not None:
             sim.add_from(fleet)
+        if sim.state is not None:
+            sim.state.load_rest(sim)
+            sim.state.start(sim)
     except BaseException:
         sim.stop()
         raise

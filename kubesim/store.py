@@ -102,6 +102,7 @@ class Store:
         self._data: dict[str, dict[tuple[str, str], Entry]] = {}
         self._rings: dict[str, Ring] = {}
         self._watchers = 0
+        self.dry_thread: int | None = None  # the thread whose writes are dry runs (kubesim.dryrun)
         # called as fn(key, event_type, obj) after each write, lock held
         self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
 
@@ -138,6 +139,8 @@ class Store:
         meta = obj["metadata"]
         ns = meta.get("namespace", "")
         name = meta["name"]
+        if self.dry_thread is not None and self.dry_thread == threading.get_ident():
+            return self._dry_put(key, obj, fields)
         self.rv += 1
         meta["resourceVersion"] = str(self.rv)
         bucket = self._data.setdefault(key, {})
@@ -155,6 +158,9 @@ class Store:
         bucket = self._data.get(key)
         if not bucket or (ns, name) not in bucket:
             return None
+        if self.dry_thread is not None and self.dry_thread == threading.get_ident():
+            old = bucket[(ns, name)]
+            return Entry(old.rv, b"", old.labels, old.fields)
         old = bucket.pop((ns, name))
         self.rv += 1
         obj = final if final is not None else old.obj()
@@ -164,6 +170,16 @@ class Store:
         for fn in self.listeners:
             fn(key, "DELETED", obj)
         return entry
+
+    def _dry_put(self, key: str, obj: dict[str, Any], fields: FieldFn) -> Entry:
+        """A dry-run write: the object keeps its stored resourceVersion (none when new)."""
+        meta = obj["metadata"]
+        old = self._data.get(key, {}).get((meta.get("namespace", ""), meta["name"]))
+        if old is None:
+            meta.pop("resourceVersion", None)
+            return Entry(0, b"", intern_labels(meta.get("labels")), None)
+        meta["resourceVersion"] = str(old.rv)
+        return Entry(old.rv, b"", old.labels, old.fields)
 
     def _record(self, key: str, type_: str, ns: str, name: str, entry: Entry, prev: Entry | None) -> None:
         ring = self._rings.get(key)

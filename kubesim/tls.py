@@ -25,6 +25,8 @@ class ServingCert:
     ca_pem: bytes
     cert_pem: bytes
     key_pem: bytes
+    ca_key_pem: bytes = b""  # kept so a restarted fleet (persist.py) can sign for new hosts with the same CA
+    hosts: tuple[str, ...] = ()
 
     @property
     def ca_data(self) -> str:
@@ -44,10 +46,16 @@ class ServingCert:
         return ctx
 
 
-def make_serving_cert(hosts: list[str]) -> ServingCert:
+def make_serving_cert(hosts: list[str], ca_pem: bytes = b"", ca_key_pem: bytes = b"") -> ServingCert:
+    """A serving certificate for `hosts`, signed by a new CA or by the given one (PEM cert and key)."""
     now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubesim-ca")])
+    if ca_pem and ca_key_pem:
+        ca = x509.load_pem_x509_certificate(ca_pem)
+        loaded = serialization.load_pem_private_key(ca_key_pem, password=None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        return _issue(hosts, ca, loaded, now)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
         .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
@@ -58,6 +66,12 @@ def make_serving_cert(hosts: list[str]) -> ServingCert:
                                      encipher_only=False, decipher_only=False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
+    return _issue(hosts, ca, ca_key, now)
+
+
+def _issue(hosts: list[str], ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+           now: datetime.datetime) -> ServingCert:
+    ca_name = ca.subject
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = []
     for h in hosts:
@@ -78,4 +92,6 @@ def make_serving_cert(hosts: list[str]) -> ServingCert:
         ca.public_bytes(serialization.Encoding.PEM),
         cert.public_bytes(serialization.Encoding.PEM),
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        tuple(hosts),
     )

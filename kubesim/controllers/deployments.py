@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from ..util import dig, int_or_percent, now_iso, set_condition
+from ..util import dig, int_or_percent, now_iso, parse_time, set_condition
 from . import controller_ref, owned_by, pod_active, pod_from_template, pod_ready, template_hash
 
 if TYPE_CHECKING:
@@ -213,13 +213,60 @@ def _keep_times(old: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------- replicasets
-def _delete_rank(p: dict[str, Any]) -> tuple[int, int, int, str]:
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+def _deletion_cost(p: dict[str, Any]) -> int:
+    try:
+        return int((p["metadata"].get("annotations") or {}).get(DELETION_COST, 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _ready_since(p: dict[str, Any]) -> float:
+    for c in dig(p, "status", "conditions", default=[]) or []:
+        if c.get("type") == "Ready" and c.get("status") == "True":
+            return parse_time(c.get("lastTransitionTime")) or 0.0
+    return 0.0
+
+
+def _delete_rank(p: dict[str, Any], same_node: int = 0) -> tuple[Any, ...]:
+    """Sort key, first deleted first: the real controller's `ActivePodsWithRanks` order
+    (pkg/controller/controller_utils.go): unassigned < assigned; Pending < Unknown < Running;
+    not ready < ready; lower pod-deletion-cost; more related pods on the same node; ready more
+    recently; more container restarts; created more recently (then by name, for a stable order)."""
+    ready = pod_ready(p)
+    restarts = max((cs.get("restartCount") or 0 for cs in dig(p, "status", "containerStatuses", default=[]) or []),
+                   default=0)
     return (
         1 if dig(p, "spec", "nodeName") else 0,
         {"Pending": 0, "Unknown": 1, "Running": 2}.get(dig(p, "status", "phase", default="Pending"), 0),
-        1 if pod_ready(p) else 0,
-        "~" + str(-len(p["metadata"].get("creationTimestamp", ""))),
+        1 if ready else 0,
+        _deletion_cost(p),
+        -same_node,
+        -_ready_since(p) if ready else 0.0,
+        -restarts,
+        -(parse_time(p["metadata"].get("creationTimestamp")) or 0.0),
+        p["metadata"].get("name", ""),
     )
+
+
+def _victims(cm: ControllerManager, rs: dict[str, Any], active: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The `n` pods to delete. Pods "on the same node" count the active pods of every ReplicaSet of the
+    same Deployment (the controller's indirectly related pods), so doubled-up nodes give up pods first."""
+    owner = next((r.get("uid") for r in rs["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+    related = list(active)
+    if owner:
+        sibling_uids = {o["metadata"]["uid"] for o in cm.objs("replicasets.apps")
+                        if o["metadata"]["uid"] != rs["metadata"]["uid"] and owned_by(o, owner)}
+        related += [p for p in cm.objs("pods") if pod_active(p) and any(
+            r.get("uid") in sibling_uids and r.get("controller") for r in p["metadata"].get("ownerReferences") or [])]
+    on_node: dict[str, int] = {}
+    for p in related:
+        node = dig(p, "spec", "nodeName")
+        if node:
+            on_node[node] = on_node.get(node, 0) + 1
+    return sorted(active, key=lambda p: _delete_rank(p, on_node.get(dig(p, "spec", "nodeName") or "", 0)))[:n]
 
 
 def replicasets(cluster: Cluster, cm: ControllerManager) -> None:
@@ -245,7 +292,7 @@ def replicasets(cluster: Cluster, cm: ControllerManager) -> None:
                                   "replicaset-controller")
                     active.append(created)
         elif diff < 0:
-            victims = sorted(active, key=_delete_rank)[:-diff]
+            victims = _victims(cm, rs, active, -diff)
             for p in victims:
                 cm.delete("pods", p["metadata"]["namespace"], p["metadata"]["name"])
                 cluster.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}",
