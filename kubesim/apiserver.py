@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import admission, dryrun, errors, openapi, ssa
+from . import admission, dryrun, errors, openapi, schemas, ssa
 from .errors import ApiError
 from .patch import json_patch, merge_patch, strategic_merge
 from .resources import ResourceType
@@ -102,12 +102,13 @@ class ApiServer:
         try:
             if dryrun.requested(req):
                 with dryrun.active(self.store):
-                    return self._route(req)
-            return self._route(req)
+                    return schemas.respond(self._route(req))
+            return schemas.respond(self._route(req))
         except ApiError as e:
             return json_response(e.code, e.status(), e.headers)
         finally:
             ssa.end()
+            schemas.end()
 
     def _route(self, req: Request) -> Response:
         path = req.path.rstrip("/") or "/"
@@ -170,6 +171,7 @@ class ApiServer:
                   sub: str | None, watch: bool) -> Response:
         m = req.method
         ssa.begin(req, rt, ns, name, sub)
+        schemas.begin(req.query, self.cluster.minor, req.body if m in ("POST", "PUT", "PATCH") else b"")  # fieldValidation
         if rt.group in REVIEW_GROUPS:  # access reviews (authz.py): answered, never stored
             from .authz import review
 
@@ -186,6 +188,7 @@ class ApiServer:
                     body = self._body(req)
                     return json_response(201, self.bind(ns or "", dig(body, "metadata", "name", default=""), body))
                 obj = self._body(req)
+                schemas.check(self.cluster, rt, obj)
                 dry = "All" in req.query.get("dryRun", "")
                 created = self.create(rt, ns, obj, version, dry_run=dry)
                 return json_response(201, self.convert(created, rt, version))
@@ -202,7 +205,10 @@ class ApiServer:
                 obj = self.get(rt, ns or "", name)
                 return self._one(obj, rt, version, as_table, req.query.get("includeObject", "Metadata"))
             if m == "PUT":
-                return json_response(200, self.convert(self.update(rt, ns or "", name, self._body(req)), rt, version))
+                body = self._body(req)
+                schemas.check(self.cluster, rt, body, self.store.get(rt.key, ns or "", name) if rt.namespaced else
+                              self.store.get(rt.key, "", name))
+                return json_response(200, self.convert(self.update(rt, ns or "", name, body), rt, version))
             if m == "PATCH":
                 out = self.patch(rt, ns or "", name, req.headers.get("content-type", ""), req.body,
                                  force=truthy(req.query.get("force")))
@@ -551,6 +557,7 @@ class ApiServer:
                 new = strategic_merge(old, doc)
             if not isinstance(new, dict):
                 raise errors.bad_request("patch produced a non-object")
+            schemas.check(self.cluster, rt, new, old)
             new_rv = dig(new, "metadata", "resourceVersion")
             if new_rv and new_rv != old["metadata"]["resourceVersion"]:
                 raise errors.conflict(rt.plural, rt.group, name)

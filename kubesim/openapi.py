@@ -1,10 +1,11 @@
-"""OpenAPI documents, enough for clients that read them.
+"""OpenAPI documents with the upstream schemas (schemas.py) and CRD schemas.
 
 `kubectl apply` (1.27+) asks /openapi/v3 whether each PATCH operation takes the
 `fieldValidation` query parameter; when it does, kubectl leaves validation to
-the server and skips downloading the protobuf OpenAPI v2 schema.  So every
-group version gets a v3 document with one path item per resource carrying
-the `x-kubernetes-group-version-kind` extension, like the real server's.
+the server.  Every group version gets a v3 document with one path item per
+resource carrying the `x-kubernetes-group-version-kind` extension and, in
+`components.schemas`, its kinds' schemas, like the real server's.  /openapi/v2
+has the same schemas as JSON `definitions` or protobuf (openapi_pb.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from . import schemas as schemas_mod
 from .discovery import TypeIndex
 
 if TYPE_CHECKING:
@@ -53,9 +55,13 @@ def gv_document(cluster: Cluster, idx: TypeIndex, group: str, version: str) -> d
     schemas: dict[str, Any] = {}
     for rt in idx.gv_types.get((group, version), []):
         gvk = {"group": group, "version": version, "kind": rt.kind}
-        name = _schema_name(group, version, rt.kind)
+        real = schemas_mod.components(cluster, rt, group, version)  # upstream / CRD schemas (schemas.py)
+        name = real[0] if real else _schema_name(group, version, rt.kind)
         ref = f"#/components/schemas/{name}"
-        schemas[name] = {
+        if real:
+            schemas.update(real[1])
+            schemas.setdefault(name + "List", {"type": "object", "x-kubernetes-group-version-kind": [dict(gvk, kind=rt.kind + "List")]})
+        schemas[name] = schemas.get(name) or {
             "description": f"{rt.kind} (simulated by kubesim: fields are not validated beyond the server's checks)",
             "type": "object",
             "properties": {
@@ -67,7 +73,7 @@ def gv_document(cluster: Cluster, idx: TypeIndex, group: str, version: str) -> d
             },
             "x-kubernetes-group-version-kind": [gvk],
         }
-        schemas[name + "List"] = {"type": "object", "x-kubernetes-group-version-kind": [dict(gvk, kind=rt.kind + "List")]}
+        schemas.setdefault(name + "List", {"type": "object", "x-kubernetes-group-version-kind": [dict(gvk, kind=rt.kind + "List")]})
         base = f"{prefix}/namespaces/{{namespace}}/{rt.plural}" if rt.namespaced else f"{prefix}/{rt.plural}"
         op = rt.kind + ("Namespaced" if rt.namespaced else "")
         g = "".join(p.capitalize() for p in (group or "core").replace(".k8s.io", "").split("."))
@@ -105,33 +111,38 @@ def gv_document(cluster: Cluster, idx: TypeIndex, group: str, version: str) -> d
     }
 
 
+_SHARED: dict[tuple[Any, ...], tuple[bytes, str]] = {}  # built-in group versions, shared by clusters of one version
+
+
+def gv_bytes(cluster: Cluster, idx: TypeIndex, group: str, version: str) -> tuple[bytes, str]:
+    """A group version's v3 document, encoded, and its hash; cached (shared across clusters unless CRD-defined)."""
+    types = idx.gv_types.get((group, version), [])
+    custom = any(rt.custom for rt in types)
+    key = (cluster.version, cluster.minor, group, version, tuple(rt.kind for rt in types))
+    cache = idx._cache if custom else _SHARED
+    got = cache.get(("openapi-v3",) + key) if custom else cache.get(key)
+    if got is None:
+        doc = json.dumps(gv_document(cluster, idx, group, version), sort_keys=True).encode()
+        got = (doc, hashlib.sha512(doc).hexdigest()[:128].upper())
+        if custom:
+            cache[("openapi-v3",) + key] = got
+        else:
+            if len(_SHARED) > 512:
+                _SHARED.clear()
+            _SHARED[key] = got
+    return got
+
+
+def v2_definitions(cluster: Cluster, idx: TypeIndex) -> dict[str, Any]:
+    """The v3 components of every served group version, with v2 references."""
+    out: dict[str, Any] = {}
+    for group, version in sorted(idx.gv_types):
+        out.update(json.loads(gv_bytes(cluster, idx, group, version)[0])["components"]["schemas"])
+    text = json.dumps(out).replace('"#/components/schemas/', '"#/definitions/')
+    return json.loads(text)
+
+
 V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
-
-
-def _pb_field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field (wire type 2)."""
-    out = bytearray()
-    for value in ((number << 3) | 2, len(payload)):
-        while True:
-            byte = value & 0x7F
-            value >>= 7
-            if value:
-                out.append(byte | 0x80)
-            else:
-                out.append(byte)
-                break
-    return bytes(out) + payload
-
-
-def v2_protobuf(version: str) -> bytes:
-    """A gnostic openapi_v2.Document with swagger, info and empty paths/definitions.
-
-    kubectl 1.27 downloads this before `apply`; with no definitions it computes
-    strategic merge patches from its compiled-in types, and leaves validation
-    to the server because /openapi/v3 advertises `fieldValidation`.
-    """
-    info = _pb_field(1, b"Kubernetes") + _pb_field(2, version.encode())
-    return _pb_field(1, b"2.0") + _pb_field(2, info) + _pb_field(8, b"") + _pb_field(9, b"")
 
 
 def handle(cluster: Cluster, idx: TypeIndex, path: str, req: Request) -> Response:
@@ -141,8 +152,7 @@ def handle(cluster: Cluster, idx: TypeIndex, path: str, req: Request) -> Respons
         out: dict[str, Any] = {}
         for group, version in sorted(idx.gv_types):
             rel = f"apis/{group}/{version}" if group else f"api/{version}"
-            doc = json.dumps(gv_document(cluster, idx, group, version), sort_keys=True).encode()
-            digest = hashlib.sha512(doc).hexdigest()[:128].upper()
+            _doc, digest = gv_bytes(cluster, idx, group, version)
             out[rel] = {"serverRelativeURL": f"{cluster.base_path}/openapi/v3/{rel}?hash={digest}"}
         out["version"] = {"serverRelativeURL": f"{cluster.base_path}/openapi/v3/version?hash=0"}
         return json_response(200, {"paths": out})
@@ -158,17 +168,19 @@ def handle(cluster: Cluster, idx: TypeIndex, path: str, req: Request) -> Respons
             return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
         if (group, version) not in idx.gv_types:
             return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
-        return json_response(200, gv_document(cluster, idx, group, version),
-                             {"Cache-Control": "public, immutable", "Etag": '"sim"'})
+        doc, digest = gv_bytes(cluster, idx, group, version)
+        return json_response(200, doc, {"Cache-Control": "public, immutable", "Etag": f'"{digest}"'})
     if path == "/openapi/v2":
         accept = req.headers.get("accept", "")
         if "protobuf" in accept:
-            return Response(200, v2_protobuf(cluster.version), V2_PROTOBUF)
+            from . import openapi_pb  # the definitions, in gnostic's protobuf
+
+            return Response(200, openapi_pb.document(cluster, idx, gv_bytes), V2_PROTOBUF)
         paths: dict[str, Any] = {}
         for group, version in sorted(idx.gv_types):
             for p, item in gv_document(cluster, idx, group, version)["paths"].items():
                 paths[p] = {m: {k: v for k, v in op.items() if k not in ("requestBody", "responses")} | {"responses": {"200": {"description": "OK"}}}
                             for m, op in item.items()}
         return json_response(200, {"swagger": "2.0", "info": {"title": "Kubernetes", "version": cluster.version},
-                                   "paths": paths, "definitions": {}})
+                                   "paths": paths, "definitions": v2_definitions(cluster, idx)})
     return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
