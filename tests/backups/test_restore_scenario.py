@@ -21,7 +21,9 @@ NAME = "rs"
 def rs(admin_user):
     from kubesim import start_fleet
 
-    sim = start_fleet({"clusters": [rke_cluster(NAME, {"etcd": 3, "controlplane": 1, "worker": 2}, replicas=0)]})
+    # Nodes post status every 0.5 s and a rejoining server restarts in 0.3 s: the restore waits for both.
+    sim = start_fleet({"clusters": [rke_cluster(NAME, {"etcd": 3, "controlplane": 1, "worker": 2}, replicas=0,
+                                                timings={"node_status": 0.5, "kubelet_restart": 0.3})]})
     cluster = inventory.import_cluster(name=NAME, kubeconfig=sim.kubeconfig(NAME), user=admin_user)
     yield sim, cluster
     sim.stop()
