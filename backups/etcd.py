@@ -84,8 +84,12 @@ class EtcdNodes:
     # ------------------------------------------------------------------ what the cluster is
     def identity(self) -> str:
         """The kube-system namespace uid: what a snapshot is checked against before a restore."""
-        namespace = self.api.request("GET", "/api/v1/namespaces/kube-system")
-        return namespace["metadata"]["uid"]
+        from backups.resources import BackupError, cluster_identity
+
+        try:
+            return cluster_identity(self.api)
+        except BackupError as exc:
+            raise StepFailed(str(exc)) from None
 
     def etcd_nodes(self, *, ready_only: bool = True) -> list[dict[str, Any]]:
         nodes = [n for n in self.api.nodes().values() if is_etcd_node(n, self.cluster.kind)]
@@ -225,14 +229,8 @@ class EtcdNodes:
                 "metadata": {"name": self.secret_name(step), "namespace": NAMESPACE,
                              "labels": {"app.kubernetes.io/managed-by": "corral", "corral.io/operation": OPERATION}},
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in step.secret.items()}}
-        path = f"/api/v1/namespaces/{NAMESPACE}/secrets"
         self.ops.ensure_controller()  # the namespace exists once SUC runs
-        try:
-            self.api.request("POST", path, body)
-        except kube.ClusterError as exc:
-            if exc.status != 409:
-                raise
-            self.api.request("PUT", f"{path}/{body['metadata']['name']}", body)
+        self.api.put(f"/api/v1/namespaces/{NAMESPACE}/secrets", body)
 
     def cleanup(self, step: Step) -> None:
         """Delete the step's Plan, its Jobs and its Secret (the S3 keys do not stay on the cluster)."""

@@ -12,12 +12,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from backups.etcd import SNAPSHOT_FILES, EtcdNodes, Step, StepFailed
+from backups.etcd import EtcdNodes, Step, StepFailed
 from backups.models import Restore, Snapshot
 from backups.snapshots import api_for, read_archive, s3_settings
 from clusters import kube
 from clusters.models import Cluster, Upgrade
 from clusters.nodeops import ClusterApi
+from clusters.nodeops.plans import job_failure
 from clusters.nodeops.suc import ControllerMissing
 from portal.jobs import JobFailed, JobPaused, NullReporter, Reporter
 
@@ -35,9 +36,6 @@ RESET_TIMEOUT = 900.0
 class RestoreRefused(Exception):
     """The snapshot did not pass verification: nothing on the cluster was changed."""
 
-
-def _log(reporter: Reporter, message: str, level: str = "info") -> None:
-    reporter.log(message, level)
 
 
 def run(restore: Restore, reporter: Reporter | None = None) -> dict[str, Any]:
@@ -134,7 +132,7 @@ def _restore_etcd(restore: Restore, snapshot: Snapshot, reporter: Reporter, step
                   "metadata": {"name": "corral-restore", "namespace": "kube-system",
                                "labels": {"app.kubernetes.io/managed-by": "corral"}},
                   "data": {"restore": str(restore.pk), "snapshot": snapshot.name}}
-        _put(api, MARKER, marker)
+        api.put(MARKER.rsplit("/", 1)[0], marker)
         reset = Step(f"corral-restore-{restore.pk}", ["cluster-reset", *check], [restore_node], secret)
         nodes.start(reset)
         changed = True  # from here on the cluster may be changed
@@ -174,15 +172,6 @@ def _restore_etcd(restore: Restore, snapshot: Snapshot, reporter: Reporter, step
     return report, changed
 
 
-def _put(api: ClusterApi, path: str, body: dict[str, Any]) -> None:
-    collection = path.rsplit("/", 1)[0]
-    try:
-        api.request("POST", collection, body)
-    except kube.ClusterError as exc:
-        if exc.status != 409:
-            raise
-        api.request("PUT", path, body)
-
 
 def _wait_reset(nodes: EtcdNodes, api: ClusterApi, step: Step, restore: Restore, reporter: Reporter) -> None:
     """The reset is through when the API answers and the marker written just before is gone (the restored
@@ -196,7 +185,6 @@ def _wait_reset(nodes: EtcdNodes, api: ClusterApi, step: Step, restore: Restore,
             if marker is None or (marker.get("data") or {}).get("restore") != str(restore.pk):
                 return
             jobs = nodes.ops.jobs(step.plan)
-            from clusters.nodeops.plans import job_failure
             for node, job in jobs.items():
                 reason = job_failure(job)
                 if reason:
@@ -379,8 +367,8 @@ def _restore_resources(restore: Restore, snapshot: Snapshot, reporter: Reporter,
     uid = ""
     api = api_for(restore.cluster)
     try:
-        uid = api.request("GET", "/api/v1/namespaces/kube-system")["metadata"]["uid"]
         try:
+            uid = resources.cluster_identity(api)
             resources.verify(archive, snapshot.manifest or None, expect_cluster=uid)
         except resources.BackupError as exc:
             raise RestoreRefused(str(exc)) from None
@@ -404,5 +392,3 @@ def _restore_resources(restore: Restore, snapshot: Snapshot, reporter: Reporter,
     reporter.log(_difference_words(report["difference"]))
     return report
 
-
-__all__ = ["SNAPSHOT_FILES", "RestoreRefused", "run"]

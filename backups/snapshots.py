@@ -34,10 +34,13 @@ def api_for(cluster: Cluster) -> ClusterApi:
 
 
 def cluster_identity(cluster: Cluster) -> str:
+    from backups.resources import BackupError
+    from backups.resources import cluster_identity as identity_of
+
     api = api_for(cluster)
     try:
-        return api.request("GET", "/api/v1/namespaces/kube-system")["metadata"]["uid"]
-    except kube.ClusterError as exc:
+        return identity_of(api)
+    except BackupError as exc:
         raise JobFailed(f"{cluster.name} cannot be reached: {exc.reason}") from None
     finally:
         api.close()

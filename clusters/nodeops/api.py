@@ -76,6 +76,15 @@ class ClusterApi:
             raise kube.explain(exc, self.server) from None
         return json.loads(data or b"{}")
 
+    def put(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the object in ``collection``, or replace the one of that name (Secrets, ConfigMaps)."""
+        try:
+            return self.request("POST", collection, body)
+        except kube.ClusterError as exc:
+            if exc.status != 409:
+                raise
+        return self.request("PUT", f"{collection}/{body['metadata']['name']}", body)
+
     def exists(self, path: str) -> dict[str, Any] | None:
         """The object at ``path``, or None when the server answers 404."""
         try:
